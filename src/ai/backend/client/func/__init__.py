@@ -1,0 +1,14 @@
+"""The function classes a session exposes as attributes (``api_session.System`` and so on)."""
+
+from __future__ import annotations
+
+from .admin import Admin
+from .base import BaseFunction
+from .keypair import KeyPair
+from .manager import Manager
+from .system import System
+
+#: Each is bound to every new session under its own name.
+FUNCTION_CLASSES: tuple[type[BaseFunction], ...] = (System, Admin, KeyPair, Manager)
+
+__all__ = ("FUNCTION_CLASSES", "Admin", "KeyPair", "Manager", "System")

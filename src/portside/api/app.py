@@ -1,0 +1,23 @@
+"""The API server as an aiohttp application: middlewares and routes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from portside.services.platform import Platform
+
+from . import gql, system
+from .auth import auth_middleware
+from .context import PLATFORM
+from .errors import error_middleware
+
+
+def build_app(platform: Platform) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=platform.config.max_upload_total_size,
+    )
+    app[PLATFORM] = platform
+    app.add_routes(system.routes)
+    app.add_routes(gql.routes)
+    return app

@@ -1,0 +1,18 @@
+"""The GraphQL schema served at ``/admin/gql``, assembled from one module per resource."""
+
+from __future__ import annotations
+
+import graphene
+
+from .keypair import KeyPairMutations, KeyPairQueries
+
+
+class Query(KeyPairQueries, graphene.ObjectType):
+    pass
+
+
+class Mutation(KeyPairMutations, graphene.ObjectType):
+    pass
+
+
+schema = graphene.Schema(query=Query, mutation=Mutation, auto_camelcase=False)

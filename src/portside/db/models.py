@@ -1,0 +1,132 @@
+"""The database schema, as SQLAlchemy 2 declarative models.
+
+The schema changes only through Alembic migrations (``db/migrations``); these models describe
+the latest revision and are what the repositories query.  Column types are chosen to behave the
+same on SQLite and PostgreSQL: UUIDs via ``sa.Uuid``, JSON via ``sa.JSON``, timestamps always
+timezone-aware UTC (SQLite drops the zone, ``UTCDateTime`` puts it back).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use datetime.now(UTC)")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime(),
+        dict[str, Any]: sa.JSON(),
+        list[Any]: sa.JSON(),
+        uuid.UUID: sa.Uuid(),
+    }
+
+
+class Domain(Base):
+    __tablename__ = "domains"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Group(Base):
+    """A project: the unit that owns shared folders and bills sessions."""
+
+    __tablename__ = "groups"
+    __table_args__ = (sa.UniqueConstraint("domain_name", "name", name="uq_groups_domain_name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    domain_name: Mapped[str] = mapped_column(sa.ForeignKey("domains.name"))
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    uuid: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    email: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    username: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(sa.String(128), default="")
+    domain_name: Mapped[str] = mapped_column(sa.ForeignKey("domains.name"))
+    #: "superadmin", "admin" or "user", as in Backend.AI.
+    role: Mapped[str] = mapped_column(sa.String(16), default="user")
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("users.uuid", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class KeyPairResourcePolicy(Base):
+    __tablename__ = "keypair_resource_policies"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    #: Slot name to limit; an unlisted slot is governed by ``default_for_unspecified``.
+    total_resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: "UNLIMITED" or "LIMITED" (an unlisted slot then has a limit of zero).
+    default_for_unspecified: Mapped[str] = mapped_column(sa.String(16), default="UNLIMITED")
+    max_concurrent_sessions: Mapped[int] = mapped_column(default=30)
+    max_pending_session_count: Mapped[int | None] = mapped_column(default=None)
+    max_containers_per_session: Mapped[int] = mapped_column(default=1)
+    #: Seconds since the kernel started; 0 means no limit.
+    max_session_lifetime: Mapped[int] = mapped_column(default=0)
+    #: Seconds of inactivity before a session is terminated; -1 means "the server default",
+    #: 0 means never.
+    idle_timeout: Mapped[int] = mapped_column(default=-1)
+    allowed_vfolder_hosts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KeyPair(Base):
+    __tablename__ = "keypairs"
+
+    access_key: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    secret_key: Mapped[str] = mapped_column(sa.String(40))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("users.uuid", ondelete="CASCADE"), index=True
+    )
+    is_active: Mapped[bool] = mapped_column(default=True)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    resource_policy: Mapped[str] = mapped_column(
+        sa.ForeignKey("keypair_resource_policies.name"), default="default"
+    )
+    rate_limit: Mapped[int] = mapped_column(default=10000)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_used: Mapped[datetime | None] = mapped_column(default=None)

@@ -1,0 +1,78 @@
+"""Runs the all-in-one server: the API and (with later issues) the app proxy, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from portside.api.app import build_app
+from portside.config import Config
+from portside.services.platform import Platform
+
+log = logging.getLogger("portside.server")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What a running server tells the outside world, also written to ``server.json``."""
+
+    api_url: str
+    env_file: str
+    access_key: str
+    pid: int
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    # Binding before start-up lets port 0 pick a free port that the env file then names.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def _write_server_file(path: Path, info: ServerInfo) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(info)))
+    tmp.replace(path)
+
+
+async def serve(config: Config, on_ready: Callable[[ServerInfo], None] | None = None) -> None:
+    api_sock = _bind(config.api.host, config.api.port)
+    config.api.port = api_sock.getsockname()[1]
+    platform = Platform(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with platform.running():
+        runner = web.AppRunner(build_app(platform), access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, api_sock).start()
+        info = ServerInfo(
+            api_url=config.api_url,
+            env_file=str(platform.credentials.env_file),
+            access_key=platform.credentials.admin_access_key,
+            pid=os.getpid(),
+        )
+        server_file = config.data_dir / "server.json"
+        _write_server_file(server_file, info)
+        log.info("serving", extra={"api": info.api_url})
+        if on_ready is not None:
+            on_ready(info)
+        try:
+            await stop.wait()
+        finally:
+            server_file.unlink(missing_ok=True)
+            await runner.cleanup()

@@ -1,0 +1,67 @@
+"""The server's parts, wired together once and shared by every request handler."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from portside import __version__
+from portside.config import Config
+from portside.db.engine import make_engine, make_sessionmaker
+from portside.db.migrate import upgrade
+
+from .bootstrap import BootstrapResult, bootstrap
+
+
+class Platform:
+    """Everything a use case needs: configuration, the database and (later) the agents.
+
+    Construction does no I/O.  ``running()`` starts each part in order and stops them in
+    reverse; each part's set-up and tear-down live together in one ``_part`` function, the way
+    aiohttp's ``cleanup_ctx`` keeps them.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.version = __version__
+        self.started_at = time.time()
+        self.engine = make_engine(config.effective_database_url)
+        self.db: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
+        self._credentials: BootstrapResult | None = None
+
+    @property
+    def credentials(self) -> BootstrapResult:
+        """The administrator's keypair and the env file written for it at start-up."""
+        if self._credentials is None:
+            raise RuntimeError("the platform has not been started")
+        return self._credentials
+
+    @property
+    def node_id(self) -> str:
+        return f"portside-{socket.gethostname()}"
+
+    @contextlib.asynccontextmanager
+    async def database(self) -> AsyncIterator[Platform]:
+        """Just the database, migrated to the latest schema: enough for admin commands."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await upgrade(self.engine)
+        try:
+            yield self
+        finally:
+            await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Platform]:
+        """The whole platform, as ``portside serve`` runs it."""
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self.database())
+            self._credentials = await bootstrap(self.db, self.config)
+            yield self
+
+    async def count_active_sessions(self, access_key: str | None = None) -> int:
+        """Sessions not yet terminated; zero until the sessions table exists (issue #3)."""
+        return 0
