@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs Portside into .venv, plus bubblewrap (kernel sandboxes) where apt can install it.
+# --dev adds what the tests need: test tools, the benchmark peer, and headless chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+apt_install() {
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 || {
+            apt-get update -qq >/dev/null 2>&1
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+        }
+    else
+        echo "install: please install $* with your package manager" >&2
+    fi
+}
+
+command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap
+if [ $dev = 1 ]; then
+    command -v chromium >/dev/null 2>&1 || apt_install chromium
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+extras=""
+[ $dev = 1 ] && extras="[dev,bench]"
+.venv/bin/pip install --quiet --disable-pip-version-check -e ".${extras}" 2>&1 \
+    | grep -v "^WARNING: Location" || true

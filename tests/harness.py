@@ -1,0 +1,150 @@
+"""Starting real Portside servers for tests: a subprocess on a free port, its own data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DEV_ADMIN = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+DEV_USER = ("AKIANABBDUSEREXAMPLE", "C8qnIo29EZvXkPK_MXcuAakYTy4NYrxwmCEyNPlf")
+
+#: The test configuration: enough virtual capacity for the examples' resource requests
+#: (``cpu 8, mem 32g, cuda.device 2``), with a mock accelerator standing in for GPUs.
+TEST_CONFIG = """
+dev = true
+log_level = "info"
+
+[resources]
+cpu = 16
+mem = "64g"
+detect_gpus = false
+
+[resources.mock_cuda]
+devices = 4
+shares = 8
+"""
+
+
+def database_url() -> str:
+    """PORTSIDE_TEST_DATABASE_URL selects PostgreSQL; the default is SQLite in the data dir."""
+    return os.environ.get("PORTSIDE_TEST_DATABASE_URL", "")
+
+
+def reset_postgres(url: str) -> None:
+    """Empties the test database so each test run starts from migrations."""
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def reset() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(sa.text("CREATE SCHEMA public"))
+        await engine.dispose()
+
+    asyncio.run(reset())
+
+
+@dataclass
+class RunningServer:
+    data_dir: Path
+    api_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def env(self, keys: tuple[str, str] = DEV_ADMIN) -> dict[str, str]:
+        """``BACKEND_*`` variables for a client signing with ``keys``."""
+        return {
+            "BACKEND_ENDPOINT": self.api_url,
+            "BACKEND_ACCESS_KEY": keys[0],
+            "BACKEND_SECRET_KEY": keys[1],
+            "BACKEND_ENDPOINT_TYPE": "api",
+        }
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(
+    data_dir: Path,
+    *,
+    config_text: str = TEST_CONFIG,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> RunningServer:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config_path = data_dir / "portside-test.toml"
+    config_path.write_text(config_text)
+    server_file = data_dir / "server.json"
+    server_file.unlink(missing_ok=True)
+    log_path = data_dir / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_", "PORTSIDE_"))}
+    if database_url():
+        env["PORTSIDE_DATABASE_URL"] = database_url()
+    env.update(extra_env or {})
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "portside",
+                "serve",
+                "--config",
+                str(config_path),
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                "0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=data_dir,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"portside serve exited with {process.returncode}:\n"
+                + log_path.read_text(errors="replace")
+            )
+        if server_file.exists():
+            info = json.loads(server_file.read_text())
+            return RunningServer(data_dir, info["api_url"], process, log_path, info)
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("portside serve did not start in time:\n" + log_path.read_text())
+
+
+@contextmanager
+def running_server(data_dir: Path, **kwargs: Any) -> Iterator[RunningServer]:
+    server = start_server(data_dir, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
