@@ -56,6 +56,27 @@ def reset_postgres(url: str) -> None:
     asyncio.run(reset())
 
 
+def fresh_postgres_database(url: str, name: str) -> str:
+    """Creates (or re-creates) database ``name`` beside ``url``'s and returns its URL.
+
+    Tests that rebuild a schema use their own database, so the shared test server's database
+    is never pulled from under it.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def create() -> None:
+        engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        await engine.dispose()
+
+    asyncio.run(create())
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
 @dataclass
 class RunningServer:
     data_dir: Path

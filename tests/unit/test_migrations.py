@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -12,7 +13,7 @@ from portside.db.engine import make_engine
 from portside.db.migrate import upgrade
 from portside.db.models import Base
 
-from ..harness import database_url, reset_postgres
+from ..harness import database_url, fresh_postgres_database
 
 
 def _diff(connection: sa.Connection) -> list[object]:
@@ -20,12 +21,16 @@ def _diff(connection: sa.Connection) -> list[object]:
     return list(compare_metadata(context, Base.metadata))
 
 
-async def test_upgrade_builds_the_models_schema(tmp_path: Path) -> None:
+def test_upgrade_builds_the_models_schema(tmp_path: Path) -> None:
     url = database_url()
     if url:
-        reset_postgres(url)
+        url = fresh_postgres_database(url, "portside_test_migrations")
     else:
         url = f"sqlite+aiosqlite:///{tmp_path}/m.db"
+    asyncio.run(_check(url))
+
+
+async def _check(url: str) -> None:
     engine = make_engine(url)
     try:
         await upgrade(engine)
