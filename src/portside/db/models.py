@@ -130,3 +130,69 @@ class KeyPair(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     modified_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_used: Mapped[datetime | None] = mapped_column(default=None)
+
+
+#: Statuses after which a session holds nothing and its name is free again.
+TERMINAL_STATUSES = ("TERMINATED", "CANCELLED", "ERROR")
+#: Statuses in which a session no longer answers by name or id (runtime-semantics.md s.2.1).
+DEAD_STATUSES = ("TERMINATED", "CANCELLED")
+
+
+class SessionRow(Base):
+    """A compute session and its one kernel (Portside sessions are single-kernel)."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (
+        # One live session per owner and name; finished ones keep their name for the record.
+        sa.Index(
+            "uq_sessions_live_name",
+            "access_key",
+            "name",
+            unique=True,
+            sqlite_where=sa.text("status NOT IN ('TERMINATED', 'CANCELLED', 'ERROR')"),
+            postgresql_where=sa.text("status NOT IN ('TERMINATED', 'CANCELLED', 'ERROR')"),
+        ),
+        sa.Index("ix_sessions_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    access_key: Mapped[str] = mapped_column(sa.String(20), index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    domain_name: Mapped[str] = mapped_column(sa.String(64))
+    group_id: Mapped[uuid.UUID] = mapped_column()
+    image: Mapped[str] = mapped_column(sa.String(256))
+    architecture: Mapped[str] = mapped_column(sa.String(32))
+    type: Mapped[str] = mapped_column(sa.String(16))
+    tag: Mapped[str | None] = mapped_column(sa.String(64), default=None)
+    priority: Mapped[int] = mapped_column(default=10)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    status_info: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    status_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: ``[[status, iso timestamp], ...]`` in order, for ``status-history``.
+    status_history: Mapped[list[Any]] = mapped_column(default=list)
+    status_changed: Mapped[datetime] = mapped_column(default=utcnow)
+    result: Mapped[str] = mapped_column(sa.String(16), default="UNDEFINED")
+    requested_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    occupying_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resource_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    environ: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    mounts: Mapped[list[Any]] = mapped_column(default=list)
+    preopen_ports: Mapped[list[Any]] = mapped_column(default=list)
+    startup_command: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    bootstrap_script: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    batch_timeout: Mapped[float | None] = mapped_column(sa.Float, default=None)
+    callback_url: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    dependencies: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    starts_at: Mapped[datetime | None] = mapped_column(default=None)
+    scheduled_at: Mapped[datetime | None] = mapped_column(default=None)
+    terminated_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_access: Mapped[datetime] = mapped_column(default=utcnow)
+    num_queries: Mapped[int] = mapped_column(default=0)
+    #: The agent (node) that runs the kernel, and what it needs to find it again after a
+    #: restart of the server (process ids, socket paths, isolation level).
+    agent_id: Mapped[str | None] = mapped_column(sa.String(128), default=None)
+    kernel_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    kernel_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    service_ports: Mapped[list[Any]] = mapped_column(default=list)

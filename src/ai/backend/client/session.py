@@ -31,8 +31,10 @@ from .exceptions import APIVersionWarning, BackendClientError
 
 if TYPE_CHECKING:
     from .func.admin import Admin
+    from .func.image import Image
     from .func.keypair import KeyPair
     from .func.manager import Manager
+    from .func.session import ComputeSession
     from .func.system import System
 
 __all__ = ("AsyncSession", "BaseSession", "Session", "api_session")
@@ -61,6 +63,8 @@ class BaseSession:
     Admin: type[Admin]
     KeyPair: type[KeyPair]
     Manager: type[Manager]
+    ComputeSession: type[ComputeSession]
+    Image: type[Image]
 
     def __init__(self, *, config: APIConfig | None = None, proxy_mode: bool = False) -> None:
         self._config = config if config is not None else get_config()

@@ -1,0 +1,629 @@
+"""The local backend: sessions as sandboxed process trees on this machine.
+
+Each kernel gets a directory ``kernels/<id>/`` in the data directory with ``work/`` (its
+``/home/work``) and ``run/`` (its sockets and exit record), a cgroup with its limits, a
+bubblewrap sandbox, and an unprivileged uid of its own.  Kernels are forked by a zygote per
+runtime, and a pool keeps a few of them ready per image so that creating a session does not
+wait for a kernel to boot.  Kernels do not depend on the server process: after a restart the
+agent re-attaches to every kernel the database still lists and removes the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from portside.agent.base import (
+    AgentError,
+    ExecResult,
+    ExitCallback,
+    KernelExit,
+    KernelInfo,
+    KernelSpec,
+    Pty,
+)
+from portside.config import Config
+from portside.images import ImageRegistry
+from portside.kernel.linux import process_start_time
+
+from . import resources
+from .cgroups import CgroupDriver, Limits
+from .kernel import LocalKernel, Processes
+from .sandbox import probe_bwrap, runtime_paths, start_holder
+from .zygote_client import Zygote
+
+log = logging.getLogger("portside.agent.local")
+
+UID_RANGE = 60000
+
+
+class LocalPty:
+    """A terminal in a local kernel, relayed over its control socket."""
+
+    def __init__(self, kernel: LocalKernel, rows: int, cols: int) -> None:
+        self.kernel = kernel
+        self.rows, self.cols = rows, cols
+        self.pty_id: str | None = None
+        self._opened = asyncio.Event()
+        self._stream: Any = None
+
+    async def output(self) -> AsyncIterator[bytes]:
+        import base64
+
+        _, control = self.kernel.require_running()
+        async with control.stream("pty_open", rows=self.rows, cols=self.cols) as events:
+            async for event in events:
+                if event["event"] == "pty_opened":
+                    self.pty_id = event["pty_id"]
+                    self._opened.set()
+                elif event["event"] == "pty_output":
+                    yield base64.b64decode(event["data"])
+                elif event["event"] == "result":
+                    return
+
+    async def _call(self, op: str, **params: Any) -> None:
+        await asyncio.wait_for(self._opened.wait(), 30)
+        _, control = self.kernel.require_running()
+        await control.call(op, pty_id=self.pty_id, **params)
+
+    async def write(self, data: bytes) -> None:
+        import base64
+
+        await self._call("pty_write", data=base64.b64encode(data).decode())
+
+    async def resize(self, rows: int, cols: int) -> None:
+        await self._call("pty_resize", rows=rows, cols=cols)
+
+    async def close(self) -> None:
+        if self.pty_id is not None:
+            with contextlib.suppress(AgentError):
+                await self._call("pty_close")
+
+
+class LocalAgent:
+    def __init__(self, config: Config, images: ImageRegistry) -> None:
+        self.config = config
+        self.images = images
+        self.agent_id = f"local:{os.uname().nodename}"
+        self.root = config.data_dir / "kernels"
+        self.kernels: dict[str, LocalKernel] = {}
+        self.zygotes: dict[str, Zygote] = {}
+        self._zygote_lock = asyncio.Lock()
+        #: Image name to the ids of its ready, unassigned kernels (also in ``kernels``).
+        self.pools: dict[str, list[str]] = {}
+        self._pool_tasks: list[asyncio.Task[None]] = []
+        self._runtime_paths: dict[str, list[str]] = {}
+        self.cgroups: CgroupDriver | None = None
+        self.sandbox_problem: str | None = None
+        self.is_root = os.geteuid() == 0
+        self.isolation = "unknown"
+        self.on_exit: ExitCallback | None = None
+        self.slots = resources.detect(config)
+
+    # Lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, live: list[KernelInfo], on_exit: ExitCallback) -> dict[str, bool]:
+        self.on_exit = on_exit
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sandbox_problem = (
+            "sandboxing is turned off in the configuration"
+            if self.config.agent.sandbox == "none"
+            else await asyncio.to_thread(probe_bwrap)
+        )
+        if self.sandbox_problem and self.config.agent.sandbox == "bwrap":
+            raise AgentError(f"sandbox = 'bwrap' is configured, but {self.sandbox_problem}")
+        self.cgroups = await asyncio.to_thread(CgroupDriver.detect)
+        self.isolation = self._describe_isolation()
+        if self.sandbox_problem:
+            log.warning(
+                "KERNELS ARE NOT ISOLATED: %s; sessions run as plain processes that can see "
+                "each other and this machine's files",
+                self.sandbox_problem,
+            )
+        survived = {}
+        for info in live:
+            survived[info.kernel_id] = await self._restore(info)
+        await self._remove_orphans(set(survived))
+        for image in self.images:
+            if self.config.agent.pool_size > 0:
+                self.pools[image.name] = []
+                self._pool_tasks.append(asyncio.create_task(self._fill_pool(image.name)))
+        return survived
+
+    def _describe_isolation(self) -> str:
+        parts = ["process" if self.sandbox_problem else "bwrap"]
+        parts.append(f"cgroup-{self.cgroups.version}" if self.cgroups else "rlimits")
+        if self.is_root:
+            parts.append("uid-per-session")
+        return "+".join(parts)
+
+    async def close(self) -> None:
+        """Stops the agent; kernels keep running for the next server to re-attach."""
+        for task in self._pool_tasks:
+            task.cancel()
+        for task in self._pool_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for pool in self.pools.values():
+            while pool:
+                await self.destroy_kernel(pool.pop())
+        for kernel in list(self.kernels.values()):
+            if kernel.exit_watch is not None:
+                kernel.exit_watch.cancel()
+            await kernel.disconnect()
+        for zygote in self.zygotes.values():
+            await zygote.close()
+
+    async def capacity(self) -> dict[str, Decimal]:
+        return dict(self.slots)
+
+    # Creating kernels --------------------------------------------------------------------
+
+    async def _zygote(self, python: str) -> Zygote:
+        async with self._zygote_lock:
+            zygote = self.zygotes.get(python)
+            if zygote is None:
+                env = {
+                    "MPLCONFIGDIR": str(self.config.data_dir / "matplotlib"),
+                    "MPLBACKEND": "Agg",
+                    # debugpy, imported with ipykernel, warns about frozen modules otherwise.
+                    "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                }
+                zygote = Zygote(python, env)
+                await zygote.start()
+                self.zygotes[python] = zygote
+                self._runtime_paths[python] = await asyncio.to_thread(runtime_paths, python)
+            return zygote
+
+    def _allocate_uid(self) -> int | None:
+        if not self.is_root:
+            return None
+        used = {k.uid for k in self.kernels.values()}
+        for offset in range(UID_RANGE):
+            uid = self.config.agent.uid_base + offset
+            if uid not in used:
+                return uid
+        raise AgentError("no free uid for another kernel")
+
+    def _allocate_devices(self, count: int) -> list[int]:
+        total = int(self.slots.get("cuda.device", 0))
+        used = {d for k in self.kernels.values() for d in k.devices}
+        free = [d for d in range(total) if d not in used]
+        if count > len(free):
+            raise AgentError(f"{count} GPU(s) requested but only {len(free)} are free")
+        return free[:count]
+
+    def _environment(self, kernel: LocalKernel, python: str) -> dict[str, str]:
+        home = kernel.kernel_workdir
+        bindir = os.path.dirname(python)
+        env = {
+            "HOME": home,
+            "USER": "work",
+            "LOGNAME": "work",
+            "SHELL": "/bin/bash",
+            "TERM": "xterm",
+            "LANG": "C.UTF-8",
+            "PATH": f"{home}/.local/bin:{bindir}:/usr/local/bin:/usr/bin:/bin",
+            "PYTHONUNBUFFERED": "1",
+            "IPYTHONDIR": "/tmp/.ipython",
+            "MPLCONFIGDIR": "/tmp/.matplotlib",
+            "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            "BACKENDAI_KERNEL_ID": kernel.kernel_id,
+        }
+        env.update(self._session_environment(kernel))
+        return env
+
+    def _session_environment(self, kernel: LocalKernel) -> dict[str, str]:
+        spec = kernel.spec
+        env = {
+            "BACKENDAI_SESSION_ID": spec.session_id,
+            "BACKENDAI_KERNEL_IMAGE": spec.image,
+            "BACKENDAI_CLUSTER_SIZE": "1",
+            "BACKENDAI_CLUSTER_ROLE": "main",
+            "BACKENDAI_CLUSTER_IDX": "1",
+            "GPU_COUNT": str(len(kernel.devices)),
+            "N_GPUS": str(len(kernel.devices)),
+        }
+        if kernel.devices:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in kernel.devices)
+        if spec.mounts:
+            env["BACKENDAI_PERSISTENT_PATHS"] = ":".join(m.kernel_path for m in spec.mounts)
+        env.update(spec.environ)
+        return env
+
+    def _limits(self, spec: KernelSpec) -> Limits:
+        cpu = spec.resources.get("cpu")
+        mem = spec.resources.get("mem")
+        return Limits(Decimal(cpu) if cpu else None, int(Decimal(mem)) if mem else None)
+
+    def _rlimits(self, kernel: LocalKernel) -> dict[str, list[int]]:
+        """The last resort when there are no cgroups: per-process limits."""
+        if self.cgroups is not None:
+            return {}
+        limits: dict[str, list[int]] = {}
+        mem = kernel.spec.resources.get("mem")
+        if mem:
+            limits["RLIMIT_DATA"] = [int(Decimal(mem))] * 2
+        if kernel.uid is not None:
+            # Counted per uid, so only meaningful when each kernel has its own.
+            limits["RLIMIT_NPROC"] = [1024, 1024]
+        return limits
+
+    def _affinity(self, spec: KernelSpec) -> list[int] | None:
+        if self.cgroups is not None or not spec.resources.get("cpu"):
+            return None
+        available = sorted(os.sched_getaffinity(0))
+        count = max(1, min(len(available), int(Decimal(spec.resources["cpu"]))))
+        return available[:count]
+
+    async def _launch(self, spec: KernelSpec, *, pooled: bool) -> LocalKernel:
+        kernel_id = str(uuid.uuid4())
+        image = self.images.resolve(spec.image)
+        python = image.python
+        zygote = await self._zygote(python)
+        devices = self._allocate_devices(int(Decimal(spec.resources.get("cuda.device", "0"))))
+        kernel = LocalKernel(
+            kernel_id=kernel_id,
+            spec=spec,
+            base=self.root / uuid.UUID(kernel_id).hex[:16],
+            uid=self._allocate_uid(),
+            sandboxed=self.sandbox_problem is None,
+            cgroup=None,
+            devices=devices,
+            pooled=pooled,
+        )
+        self.kernels[kernel_id] = kernel
+        try:
+            await self._boot(kernel, zygote, python, first=True)
+        except BaseException:
+            self.kernels.pop(kernel_id, None)
+            await self._destroy(kernel)
+            raise
+        return kernel
+
+    async def _boot(self, kernel: LocalKernel, zygote: Zygote, python: str, *, first: bool) -> None:
+        if first:
+            kernel.workdir.mkdir(parents=True)
+            kernel.rundir.mkdir()
+            if kernel.uid is not None:
+                os.chown(kernel.workdir, kernel.uid, kernel.uid)
+                os.chown(kernel.rundir, kernel.uid, kernel.uid)
+            os.chmod(kernel.rundir, 0o700)
+            cgroup_procs: list[str] = []
+            if self.cgroups is not None:
+                kernel.cgroup = f"k-{kernel.kernel_id}"
+                cgroup_procs = self.cgroups.create(kernel.cgroup, self._limits(kernel.spec))
+            holder = None
+            if kernel.sandboxed:
+                holder = await start_holder(
+                    hostname=f"s-{kernel.kernel_id[:8]}",
+                    workdir=kernel.workdir,
+                    rundir=kernel.rundir,
+                    runtime=self._runtime_paths[python],
+                    mounts=kernel.spec.mounts,
+                    cgroup_procs=cgroup_procs,
+                )
+        else:
+            assert kernel.processes is not None
+            holder = kernel.processes.holder
+            (kernel.rundir / "exit.json").unlink(missing_ok=True)
+            kernel.connection_key = os.urandom(16).hex()
+        cgroup_paths = (
+            [p + "/cgroup.procs" for p in self._cgroup_dirs(kernel.cgroup)]
+            if kernel.cgroup and self.cgroups
+            else []
+        )
+        reply = await zygote.spawn(
+            {
+                "kernel_id": kernel.kernel_id,
+                "holder_pid": holder.init_pid if holder else None,
+                "uid": kernel.uid,
+                "gid": kernel.uid,
+                "cgroup_procs": cgroup_paths,
+                "rlimits": self._rlimits(kernel),
+                "cpu_affinity": self._affinity(kernel.spec),
+                "workdir": kernel.kernel_workdir,
+                "rundir": kernel.kernel_rundir,
+                "env": self._environment(kernel, python),
+                "connection": kernel.connection(for_kernel=True),
+                "spec": {"image": kernel.spec.image},
+            }
+        )
+        kernel.processes = Processes(
+            monitor_pid=reply["monitor_pid"],
+            kernel_pid=reply["kernel_pid"],
+            kernel_start=process_start_time(reply["kernel_pid"]),
+            holder=holder,
+            holder_start=process_start_time(holder.init_pid) if holder else None,
+        )
+        kernel.exited = asyncio.Event()
+        kernel.exit_watch = asyncio.create_task(self._watch(kernel))
+        kernel.save_state()
+        try:
+            await kernel.connect()
+        except AgentError as e:
+            log_tail = self._log_tail(kernel)
+            raise AgentError(f"{e}\n{log_tail}".strip()) from e
+        kernel.state = "running"
+
+    def _cgroup_dirs(self, name: str) -> list[str]:
+        assert self.cgroups is not None
+        return [str(parent / name) for parent in self.cgroups.paths.values()]
+
+    def _log_tail(self, kernel: LocalKernel) -> str:
+        try:
+            return (kernel.rundir / "kernel.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    async def create_kernel(self, spec: KernelSpec) -> KernelInfo:
+        kernel = await self._take_pooled(spec)
+        if kernel is None:
+            kernel = await self._launch(spec, pooled=False)
+        return self._info(kernel)
+
+    async def _take_pooled(self, spec: KernelSpec) -> LocalKernel | None:
+        """A ready kernel from the pool, given the session's limits and environment.
+
+        Sessions with data folders, a bootstrap script or whole GPUs need a sandbox built for
+        them, so they get a freshly forked kernel instead (a few hundred milliseconds).
+        """
+        pool = self.pools.get(self.images.resolve(spec.image).name)
+        if pool is None or spec.mounts or spec.bootstrap_script or "cuda.device" in spec.resources:
+            return None
+        while pool:
+            kernel = self.kernels[pool.pop(0)]
+            if kernel.state != "running":
+                continue
+            kernel.spec = spec
+            kernel.pooled = False
+            try:
+                if self.cgroups is not None and kernel.cgroup:
+                    self.cgroups.set_limits(kernel.cgroup, self._limits(spec))
+                assert kernel.control is not None
+                await kernel.control.call("activate", env=self._session_environment(kernel))
+            except (AgentError, OSError) as e:
+                log.warning("a pooled kernel could not be activated: %s", e)
+                await self.destroy_kernel(kernel.kernel_id)
+                continue
+            kernel.save_state()
+            return kernel
+        return None
+
+    async def _fill_pool(self, image: str) -> None:
+        pool = self.pools[image]
+        template = KernelSpec(session_id="", image=image, resources={})
+        while True:
+            try:
+                while len(pool) < self.config.agent.pool_size:
+                    kernel = await self._launch(template, pooled=True)
+                    pool.append(kernel.kernel_id)
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not fill the kernel pool for %s", image)
+                await asyncio.sleep(5)
+
+    def _info(self, kernel: LocalKernel) -> KernelInfo:
+        return KernelInfo(
+            kernel_id=kernel.kernel_id,
+            agent_id=self.agent_id,
+            isolation=self.isolation if kernel.sandboxed else self._describe_isolation(),
+            host="127.0.0.1",
+            attach=kernel.attach(),
+        )
+
+    # Watching and ending kernels ---------------------------------------------------------
+
+    async def _watch(self, kernel: LocalKernel) -> None:
+        assert kernel.processes is not None
+        try:
+            fd = os.pidfd_open(kernel.processes.monitor_pid)
+        except ProcessLookupError:
+            fd = None
+        if fd is not None:
+            readable = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_reader(fd, readable.set)
+            try:
+                await readable.wait()
+            finally:
+                loop.remove_reader(fd)
+                os.close(fd)
+        kernel.exited.set()
+        if kernel.state in ("destroying", "restarting", "dead"):
+            return
+        oom = bool(self.cgroups and kernel.cgroup and self.cgroups.oom_killed(kernel.cgroup))
+        event = kernel.describe_exit(oom)
+        log.warning("kernel exited", extra={"kernel": kernel.kernel_id, "reason": event.reason})
+        kernel.state = "dead"
+        kernel.fail_runs(event.reason)
+        await kernel.disconnect()
+        if kernel.pooled or self.on_exit is None:
+            for pool in self.pools.values():
+                if kernel.kernel_id in pool:
+                    pool.remove(kernel.kernel_id)
+            await self.destroy_kernel(kernel.kernel_id)
+            return
+        await self.on_exit(event)
+
+    async def _destroy(self, kernel: LocalKernel) -> None:
+        kernel.state = "destroying"
+        kernel.fail_runs("the session was terminated")
+        processes = kernel.processes
+        if processes is not None:
+            if processes.holder is not None and processes.holder_alive():
+                # Killing the sandbox's first process ends every process in its pid namespace.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(processes.holder.init_pid, signal.SIGKILL)
+            elif processes.kernel_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(processes.kernel_pid, signal.SIGKILL)
+            if self.cgroups and kernel.cgroup:
+                for pid in self.cgroups.pids(kernel.cgroup):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kernel.exited.wait(), 10)
+        if kernel.exit_watch is not None:
+            kernel.exit_watch.cancel()
+        await kernel.disconnect()
+        if self.cgroups and kernel.cgroup:
+            for _ in range(100):
+                if self.cgroups.remove(kernel.cgroup):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                log.warning("the cgroup of kernel %s is still busy", kernel.kernel_id)
+        await asyncio.to_thread(shutil.rmtree, kernel.base, True)
+        kernel.state = "dead"
+
+    async def destroy_kernel(self, kernel_id: str) -> None:
+        kernel = self.kernels.pop(kernel_id, None)
+        if kernel is not None:
+            await self._destroy(kernel)
+
+    async def restart_kernel(self, kernel_id: str) -> None:
+        kernel = self._kernel(kernel_id)
+        image = self.images.resolve(kernel.spec.image)
+        kernel.state = "restarting"
+        kernel.fail_runs("the kernel was restarted")
+        await kernel.kill_kernel_process()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(kernel.exited.wait(), 10)
+        await kernel.disconnect()
+        kernel.runs = type(kernel.runs)()
+        await self._boot(kernel, await self._zygote(image.python), image.python, first=False)
+
+    async def _restore(self, info: KernelInfo) -> bool:
+        attach = info.attach
+        if not attach.get("processes"):
+            return False
+        kernel = LocalKernel(
+            kernel_id=info.kernel_id,
+            spec=KernelSpec.from_dict(attach["spec"]),
+            base=Path(attach["base"]),
+            uid=attach.get("uid"),
+            sandboxed=attach.get("sandboxed", False),
+            cgroup=attach.get("cgroup"),
+            devices=list(attach.get("devices", [])),
+            connection_key=attach["connection_key"],
+            processes=Processes.from_dict(attach["processes"]),
+        )
+        self.kernels[kernel.kernel_id] = kernel
+        assert kernel.processes is not None
+        if not (kernel.processes.holder_alive() and kernel.processes.kernel_alive()):
+            kernel.state = "dead"
+            log.warning("kernel did not survive the restart", extra={"kernel": info.kernel_id})
+            return False
+        kernel.exit_watch = asyncio.create_task(self._watch(kernel))
+        try:
+            await kernel.connect(timeout=20)
+        except AgentError as e:
+            log.warning("cannot re-attach kernel %s: %s", info.kernel_id, e)
+            kernel.state = "dead"
+            return False
+        kernel.state = "running"
+        return True
+
+    async def _remove_orphans(self, keep: set[str]) -> None:
+        """Ends sandboxes left by an earlier server that no live session owns (pool members)."""
+        for state_file in self.root.glob("*/state.json"):
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if state.get("kernel_id") in keep:
+                continue
+            kernel = LocalKernel(
+                kernel_id=state["kernel_id"],
+                spec=KernelSpec.from_dict(state["spec"]),
+                base=state_file.parent,
+                uid=state.get("uid"),
+                sandboxed=state.get("sandboxed", False),
+                cgroup=state.get("cgroup"),
+                devices=[],
+                processes=Processes.from_dict(state["processes"])
+                if state.get("processes")
+                else None,
+            )
+            kernel.exited.set()
+            await self._destroy(kernel)
+        if self.cgroups is not None:
+            for name in self.cgroups.names() - {f"k-{k}" for k in keep}:
+                self.cgroups.remove(name)
+
+    # Operations on running kernels -------------------------------------------------------
+
+    def _kernel(self, kernel_id: str) -> LocalKernel:
+        kernel = self.kernels.get(kernel_id)
+        if kernel is None:
+            raise AgentError(f"kernel {kernel_id} is not running on this agent", "gone")
+        return kernel
+
+    async def execute(
+        self,
+        kernel_id: str,
+        run_id: str | None,
+        mode: str,
+        code: str,
+        opts: dict[str, Any],
+        flush_timeout: float | None,
+    ) -> ExecResult:
+        return await self._kernel(kernel_id).execute(run_id, mode, code, opts, flush_timeout)
+
+    async def interrupt(self, kernel_id: str) -> None:
+        await self._kernel(kernel_id).interrupt()
+
+    async def complete(self, kernel_id: str, code: str, cursor: int) -> list[str]:
+        jupyter, _ = self._kernel(kernel_id).require_running()
+        return await jupyter.complete(code, cursor)
+
+    async def upload_file(self, kernel_id: str, path: str, data: bytes, max_size: int) -> None:
+        import base64
+
+        _, control = self._kernel(kernel_id).require_running()
+        await control.call(
+            "files_write", path=path, data=base64.b64encode(data).decode(), max_size=max_size
+        )
+
+    async def download_tar(self, kernel_id: str, path: str, max_size: int) -> bytes:
+        import base64
+
+        _, control = self._kernel(kernel_id).require_running()
+        reply = await control.call("files_tar", path=path, max_size=max_size)
+        return base64.b64decode(reply["data"])
+
+    async def list_files(self, kernel_id: str, path: str) -> dict[str, Any]:
+        _, control = self._kernel(kernel_id).require_running()
+        result: dict[str, Any] = await control.call("files_list", path=path)
+        return result
+
+    async def get_logs(self, kernel_id: str) -> str:
+        kernel = self._kernel(kernel_id)
+        if kernel.control is None:
+            return self._log_tail(kernel)
+        reply = await kernel.control.call("logs")
+        return str(reply["logs"])
+
+    async def open_pty(self, kernel_id: str, rows: int, cols: int) -> Pty:
+        kernel = self._kernel(kernel_id)
+        kernel.require_running()
+        return LocalPty(kernel, rows, cols)
+
+    def kernel_exit(self, kernel_id: str) -> KernelExit | None:
+        kernel = self.kernels.get(kernel_id)
+        if kernel is None or kernel.state != "dead":
+            return None
+        return kernel.describe_exit(False)

@@ -1,0 +1,205 @@
+"""Query mode: driving a session's ipykernel with jupyter_client (runtime-semantics.md s.1.6).
+
+One connection per kernel; one dispatcher per channel routes each message to the run that
+caused it, by the message's parent id.  A run finishes when both its ``execute_reply`` and the
+kernel's return to ``idle`` have arrived, so no trailing output is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_client.asynchronous.client import AsyncKernelClient
+
+from portside.agent.base import AgentError
+from portside.agent.execution import Run
+
+#: Rich outputs we pass on as media, in the order we prefer them.
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif")
+DRAWING_TYPE = "application/x-sorna-drawing"
+
+
+def display_to_record(data: dict[str, Any]) -> tuple[str, Any] | None:
+    """The console record for a Jupyter ``display_data``/``execute_result`` bundle.
+
+    Like Backend.AI, plain text is used only when nothing richer is there.  Unlike its
+    ipykernel runner, HTML becomes an ``html`` record instead of crashing the call.
+    """
+    for mime in (DRAWING_TYPE, *IMAGE_TYPES):
+        if mime in data:
+            payload = data[mime]
+            if mime in IMAGE_TYPES:
+                payload = f"data:{mime};base64,{str(payload).strip()}"
+            return "media", [mime, payload]
+    if "image/svg+xml" in data:
+        return "media", ["image/svg+xml", data["image/svg+xml"]]
+    if "text/html" in data:
+        return "html", data["text/html"]
+    for mime, payload in data.items():
+        if mime != "text/plain":
+            text = payload if isinstance(payload, str) else json.dumps(payload)
+            return "media", [mime, text]
+    if "text/plain" in data:
+        return "stdout", data["text/plain"]
+    return None
+
+
+def exit_code_of(reply: dict[str, Any]) -> int:
+    status = reply.get("status")
+    if status == "ok":
+        return 0
+    if reply.get("ename") == "SystemExit":
+        value = str(reply.get("evalue", "")).strip()
+        if not value or value == "None":
+            return 0
+        try:
+            return int(value)
+        except ValueError:
+            return 1
+    return 1
+
+
+@dataclass
+class _Pending:
+    run: Run
+    reply: dict[str, Any] | None = None
+    idle: bool = False
+
+
+class JupyterConnection:
+    def __init__(self, connection: dict[str, Any]) -> None:
+        self.client = AsyncKernelClient()
+        self.client.load_connection_info(connection)  # type: ignore[arg-type]
+        self._pending: dict[str, _Pending] = {}
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._probes: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Connects and waits until the kernel answers on both the shell and IOPub channels.
+
+        jupyter_client's own ``wait_for_ready`` polls with fixed 200 ms sleeps, which would
+        double a new session's start-up time; asking ``kernel_info`` until its reply and its
+        IOPub status both arrive is as safe and takes only as long as the kernel does.
+        """
+        self.client.start_channels()
+        self._tasks = [
+            asyncio.create_task(self._iopub_loop()),
+            asyncio.create_task(self._shell_loop()),
+            asyncio.create_task(self._stdin_loop()),
+        ]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            msg_id = self.client.kernel_info()
+            reply: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._replies[msg_id] = reply
+            seen = self._probes[msg_id] = asyncio.Event()
+            try:
+                await asyncio.wait_for(reply, 1.0)
+                # A SUB socket misses what is published before its subscription arrives
+                # ("slow joiner"); a short wait, then ask again.
+                await asyncio.wait_for(seen.wait(), 0.05)
+                return
+            except TimeoutError:
+                if loop.time() > deadline:
+                    await self.close()
+                    raise AgentError("the kernel did not answer in time") from None
+            finally:
+                self._replies.pop(msg_id, None)
+                self._probes.pop(msg_id, None)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.client.stop_channels()
+
+    def execute(self, run: Run, code: str) -> None:
+        msg_id = self.client.execute(code, store_history=True, allow_stdin=True, stop_on_error=True)
+        self._pending[msg_id] = _Pending(run)
+
+    def send_input(self, text: str) -> None:
+        self.client.input(text)
+
+    async def complete(self, code: str, cursor: int, timeout: float = 10.0) -> list[str]:
+        msg_id = self.client.complete(code, cursor)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[msg_id] = future
+        try:
+            content = await asyncio.wait_for(future, timeout)
+        finally:
+            self._replies.pop(msg_id, None)
+        return list(content.get("matches", []))
+
+    def interrupt(self) -> None:
+        message = self.client.session.msg("interrupt_request", {})
+        self.client.control_channel.send(message)
+
+    def _maybe_finish(self, msg_id: str) -> None:
+        pending = self._pending.get(msg_id)
+        if pending is None or pending.reply is None or not pending.idle:
+            return
+        del self._pending[msg_id]
+        pending.run.push_control("finished", exit_code_of(pending.reply))
+
+    async def _iopub_loop(self) -> None:
+        while True:
+            msg = await self.client.get_iopub_msg()
+            parent = msg.get("parent_header", {}).get("msg_id")
+            if parent in self._probes:
+                self._probes[parent].set()
+            pending = self._pending.get(parent)
+            if pending is None:
+                continue
+            kind, content = msg["header"]["msg_type"], msg["content"]
+            run = pending.run
+            if kind == "stream":
+                run.push(content.get("name", "stdout"), content.get("text", ""))
+            elif kind in ("display_data", "execute_result", "update_display_data"):
+                record = display_to_record(content.get("data", {}))
+                if record is not None:
+                    run.push(*record)
+            elif kind == "error":
+                run.push("stderr", "\n".join(content.get("traceback", [])) + "\n")
+            elif kind == "status" and content.get("execution_state") == "idle":
+                pending.idle = True
+                self._maybe_finish(parent)
+
+    async def _shell_loop(self) -> None:
+        while True:
+            msg = await self.client.get_shell_msg()
+            parent = msg.get("parent_header", {}).get("msg_id")
+            kind = msg["header"]["msg_type"]
+            if kind == "execute_reply" and parent in self._pending:
+                self._pending[parent].reply = msg["content"]
+                self._maybe_finish(parent)
+            elif parent in self._replies and not self._replies[parent].done():
+                self._replies[parent].set_result(msg["content"])
+
+    async def _stdin_loop(self) -> None:
+        while True:
+            msg = await self.client.get_stdin_msg()
+            if msg["header"]["msg_type"] != "input_request":
+                continue
+            pending = self._pending.get(msg.get("parent_header", {}).get("msg_id"))
+            if pending is None:
+                continue
+            prompt = msg["content"].get("prompt", "")
+            if prompt:
+                pending.run.push("stdout", prompt)
+            pending.run.push_control(
+                "waiting-input", is_password=bool(msg["content"].get("password", False))
+            )
+
+    def fail_all(self, reason: str) -> None:
+        for pending in self._pending.values():
+            pending.run.push("stderr", reason + "\n")
+            pending.run.push_control("finished", -1)
+        self._pending.clear()

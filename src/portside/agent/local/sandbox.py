@@ -1,0 +1,223 @@
+"""Sandboxes: a bubblewrap process per kernel whose namespaces the kernel then joins.
+
+The sandbox has its own pid, ipc, uts and mount namespaces.  Its file system shows the system
+directories read-only, a private ``/tmp``, the runtime's interpreter (read-only), the session's
+working directory at ``/home/work``, its data folders below that, and the run directory (the
+kernel's sockets) at ``/run/portside``; nothing else of the host, in particular not the server's
+data directory or other sessions.  The network is the host's, as with host networking in a
+container: apps listen on loopback and are reached through the app proxy.
+
+bubblewrap runs a tiny holder command (``sleep``) as the sandbox's first process; the kernel is
+forked by the zygote and joins the holder's namespaces (see portside/kernel/zygote.py).  Killing
+the holder's init ends everything in the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from portside.agent.base import AgentError, MountSpec
+
+log = logging.getLogger("portside.agent.sandbox")
+
+KERNEL_WORKDIR = "/home/work"
+KERNEL_RUNDIR = "/run/portside"
+#: System directories every sandbox sees read-only (when they exist on the host).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A running sandbox: bubblewrap's own pid and the pid of the sandbox's first process."""
+
+    bwrap_pid: int
+    init_pid: int
+
+
+def runtime_paths(python: str) -> list[str]:
+    """Directories a Python runtime needs to run: its prefixes and where our code lives."""
+    probe = subprocess.run(
+        [
+            python,
+            "-c",
+            "import sys, json, portside, os;"
+            "print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix,"
+            " os.path.dirname(os.path.dirname(portside.__file__))]))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    paths = [os.path.realpath(p) for p in json.loads(probe.stdout)]
+    paths.append(os.path.dirname(os.path.realpath(python)))
+    unique: list[str] = []
+    for path in sorted(set(paths), key=len):
+        if not any(path == u or path.startswith(u + os.sep) for u in unique):
+            unique.append(path)
+    return unique
+
+
+def _parents(path: str) -> list[str]:
+    parts = Path(path).parts[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _binds(args: list[str], flag: str, source: str, target: str, created: set[str]) -> None:
+    # bubblewrap creates missing parents with mode 0700, which would hide the mount from the
+    # kernel's unprivileged uid; create them world-traversable first.
+    for parent in _parents(target):
+        if parent not in created and not any(
+            parent == d or parent.startswith(d + "/") for d in SYSTEM_DIRS
+        ):
+            args += ["--perms", "0755", "--dir", parent]
+            created.add(parent)
+    args += [flag, source, target]
+
+
+def bwrap_args(
+    *,
+    hostname: str,
+    workdir: Path,
+    rundir: Path,
+    runtime: Iterable[str],
+    mounts: Iterable[MountSpec],
+    ready_fd: int,
+    info_fd: int,
+) -> list[str]:
+    args = [
+        "bwrap",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--hostname",
+        hostname,
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/var/tmp",
+    ]
+    created: set[str] = set()
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    for path in runtime:
+        if not any(path == d or path.startswith(d + "/") for d in SYSTEM_DIRS):
+            _binds(args, "--ro-bind", path, path, created)
+    _binds(args, "--bind", str(workdir), KERNEL_WORKDIR, created)
+    for mount in mounts:
+        _binds(
+            args,
+            "--ro-bind" if mount.read_only else "--bind",
+            mount.host_path,
+            mount.kernel_path,
+            created,
+        )
+    _binds(args, "--bind", str(rundir), KERNEL_RUNDIR, created)
+    args += ["--chdir", KERNEL_WORKDIR, "--info-fd", str(info_fd), "--"]
+    # The holder tells us it runs (so the sandbox is fully built) and then just waits.
+    # (Through /proc: dash cannot redirect to descriptors above 9.)
+    args += ["/bin/sh", "-c", f"printf ready > /proc/self/fd/{ready_fd}; exec sleep infinity"]
+    return args
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def start_holder(
+    *,
+    hostname: str,
+    workdir: Path,
+    rundir: Path,
+    runtime: Iterable[str],
+    mounts: Iterable[MountSpec],
+    cgroup_procs: Iterable[str],
+) -> Holder:
+    info_r, info_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    args = bwrap_args(
+        hostname=hostname,
+        workdir=workdir,
+        rundir=rundir,
+        runtime=runtime,
+        mounts=mounts,
+        ready_fd=ready_w,
+        info_fd=info_w,
+    )
+    # A new session: the sandbox must survive the server (and a Ctrl-C in its terminal).
+    process = subprocess.Popen(
+        args,
+        pass_fds=(info_w, ready_w),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    os.close(info_w)
+    os.close(ready_w)
+    try:
+        info = await asyncio.to_thread(_read_all, info_r)
+        ready = await asyncio.to_thread(os.read, ready_r, 16)
+    finally:
+        os.close(info_r)
+        os.close(ready_r)
+    if not info or ready != b"ready":
+        stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+        process.wait()
+        raise AgentError(f"the sandbox did not start: {stderr.strip() or 'bwrap failed'}")
+    if process.stderr is not None:
+        process.stderr.close()
+    init_pid = int(json.loads(info)["child-pid"])
+    for procs in cgroup_procs:
+        # The holder and anything started in the sandbox count against the kernel's limits.
+        Path(procs).write_text(str(init_pid))
+    return Holder(process.pid, init_pid)
+
+
+def probe_bwrap() -> str | None:
+    """Why bubblewrap cannot sandbox kernels here, or None when it can."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    result = subprocess.run(
+        [
+            "bwrap",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--ro-bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        return f"bubblewrap cannot create namespaces here: {result.stderr.strip()}"
+    return None

@@ -1,0 +1,72 @@
+"""Starting a zygote for a runtime and asking it for kernels (see portside/kernel/zygote.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import subprocess
+from typing import Any
+
+from portside.agent.base import AgentError
+
+log = logging.getLogger("portside.agent.zygote")
+
+#: The only variables a zygote (and so every kernel) inherits from the server: nothing that
+#: configures or authenticates the server itself.
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH")
+
+
+class Zygote:
+    def __init__(self, python: str, env: dict[str, str]) -> None:
+        self.python = python
+        self.env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ} | env
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self, timeout: float = 120.0) -> None:
+        ours, theirs = socket.socketpair()
+        self._process = subprocess.Popen(
+            [self.python, "-m", "portside.kernel.zygote", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self._reader, self._writer = await asyncio.open_connection(
+            sock=ours, limit=16 * 1024 * 1024
+        )
+        try:
+            hello = await asyncio.wait_for(self._reader.readline(), timeout)
+        except TimeoutError:
+            raise AgentError(f"the zygote for {self.python} did not start in time") from None
+        if not hello:
+            raise AgentError(f"the zygote for {self.python} exited while starting")
+        log.info("zygote ready", extra={"python": self.python, "pid": self._process.pid})
+
+    async def spawn(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._reader is not None
+        assert self._writer is not None
+        async with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                raise AgentError("the kernel zygote is not running")
+            self._writer.write(json.dumps({"op": "spawn", **request}).encode() + b"\n")
+            await self._writer.drain()
+            line = await self._reader.readline()
+        if not line:
+            raise AgentError("the kernel zygote exited")
+        reply: dict[str, Any] = json.loads(line)
+        if not reply.get("ok"):
+            raise AgentError(f"the kernel could not be started: {reply.get('error')}")
+        return reply
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            await asyncio.to_thread(self._process.wait)

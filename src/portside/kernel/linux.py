@@ -1,0 +1,75 @@
+"""Thin wrappers for the Linux calls the standard library lacks on Python 3.11 (setns, prctl)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+
+#: The namespaces a kernel joins, in an order that works: the user namespace first (it grants
+#: the capabilities the others need when the server is not root), the mount namespace last
+#: (it moves the root directory, after which /proc paths of the host are no longer visible).
+NAMESPACES = (
+    ("user", CLONE_NEWUSER),
+    ("ipc", CLONE_NEWIPC),
+    ("uts", CLONE_NEWUTS),
+    ("pid", CLONE_NEWPID),
+    ("mnt", CLONE_NEWNS),
+)
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def setns_fd(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def open_namespaces(pid: int) -> list[tuple[int, int]]:
+    """Opens the namespaces of ``pid`` that differ from ours; join them with ``setns_fd``.
+
+    Opening all of them first matters: after joining the mount namespace, the host's /proc is
+    no longer reachable at the same path.
+    """
+    fds = []
+    for name, flag in NAMESPACES:
+        theirs = f"/proc/{pid}/ns/{name}"
+        if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+            continue
+        fds.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), flag))
+    return fds
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
+def set_process_name(name: str) -> None:
+    _libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot, which tells a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses; fields resume after ")".
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])

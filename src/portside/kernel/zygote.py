@@ -1,0 +1,211 @@
+"""The zygote: one pre-initialised Python process per runtime that forks kernels on request.
+
+Booting ipykernel costs most of a second, almost all of it imports.  The zygote pays that once;
+each kernel is then a ``fork()`` whose pages it shares copy-on-write, so a kernel is ready in a
+fraction of the time and costs a fraction of the memory (perf-notes.md).
+
+For each spawn request the zygote forks a *monitor*, which joins the kernel's cgroups and the
+namespaces of its sandbox (a bubblewrap process started by the agent), then forks the kernel
+itself: the kernel is born inside the sandbox's pid namespace, drops to its unprivileged uid and
+runs ipykernel.  The monitor waits for the kernel and records how it ended in ``exit.json``, so
+the agent learns why a kernel died (a signal, an out-of-memory kill) even after a restart of
+the server.
+
+Protocol, on the socket whose fd is the first argument: one JSON object per line each
+way.  Requests are
+``{"op": "spawn", ...}`` (see ``SpawnRequest``) and ``{"op": "ping"}``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import Any, TypedDict
+
+from portside.kernel import linux
+
+#: Modules a kernel would otherwise import while it starts or runs its first cell.
+PRELOAD = (
+    "ipykernel.kernelapp",
+    "ipykernel.ipkernel",
+    "ipykernel.zmqshell",
+    "ipykernel.debugger",
+    "IPython",
+    "IPython.core.completerlib",
+    "IPython.core.debugger",
+    "IPython.extensions.storemagic",
+    "jupyter_client.session",
+    "matplotlib",
+    "matplotlib.pyplot",
+    "matplotlib_inline.backend_inline",
+    "pdb",
+    "pydoc",
+    "portside.kernel.host",
+)
+
+
+class SpawnRequest(TypedDict):
+    kernel_id: str
+    #: A process inside the sandbox whose namespaces the kernel joins; None runs unsandboxed.
+    holder_pid: int | None
+    uid: int | None
+    gid: int | None
+    cgroup_procs: list[str]
+    rlimits: dict[str, list[int]]
+    cpu_affinity: list[int] | None
+    #: Paths as the kernel sees them (inside the sandbox when there is one).
+    workdir: str
+    rundir: str
+    env: dict[str, str]
+    connection: dict[str, Any]
+    spec: dict[str, Any]
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    # Objects created so far are shared with every kernel; freezing them keeps the garbage
+    # collector from touching (and so copying) their pages in each child.
+    gc.collect()
+    gc.freeze()
+
+
+def _write_exit(rundir: str, wait_status: int) -> None:
+    record: dict[str, Any] = {"at": time.time()}
+    if os.WIFSIGNALED(wait_status):
+        record["signal"] = os.WTERMSIG(wait_status)
+    else:
+        record["exit_code"] = os.waitstatus_to_exitcode(wait_status)
+    path = os.path.join(rundir, "exit.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f)
+    os.replace(path + ".tmp", path)
+
+
+def _become_kernel(req: SpawnRequest) -> None:
+    """In the kernel process: limits, identity, stdio, then ipykernel (never returns)."""
+    os.setpgid(0, 0)
+    for name, (soft, hard) in req["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    if req["cpu_affinity"]:
+        os.sched_setaffinity(0, req["cpu_affinity"])
+    log_fd = os.open(
+        os.path.join(req["rundir"], "kernel.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+    )
+    if req["uid"] is not None:
+        os.fchown(log_fd, req["uid"], req["gid"] if req["gid"] is not None else -1)
+        os.setgroups([])
+        if req["gid"] is not None:
+            os.setgid(req["gid"])
+        os.setuid(req["uid"])
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null_fd)
+    os.close(log_fd)
+    os.chdir(req["workdir"])
+    os.environ.clear()
+    os.environ.update(req["env"])
+    from portside.kernel.host import run_kernel
+
+    run_kernel(req["kernel_id"], req["workdir"], req["rundir"], req["connection"], req["spec"])
+
+
+def _monitor(req: SpawnRequest, report_fd: int) -> None:
+    """In the forked child: join the sandbox, fork the kernel, then wait for it to end."""
+    os.setsid()
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    for procs in req["cgroup_procs"]:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+    if req["holder_pid"] is not None:
+        for fd, flag in linux.open_namespaces(req["holder_pid"]):
+            linux.setns_fd(fd, flag)
+            os.close(fd)
+    os.chdir(req["workdir"])
+    kernel_pid = os.fork()
+    if kernel_pid == 0:
+        try:
+            os.close(report_fd)
+            _become_kernel(req)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(70)
+    os.write(report_fd, json.dumps({"kernel_pid": kernel_pid}).encode())
+    os.close(report_fd)
+    linux.set_process_name("ps-monitor")
+    _, status = os.waitpid(kernel_pid, 0)
+    _write_exit(req["rundir"], status)
+
+
+def _spawn(req: SpawnRequest) -> dict[str, Any]:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            # The child keeps nothing of the zygote's but the pipe to report through.
+            os.close(read_fd)
+            os.closerange(3, write_fd)
+            os.closerange(write_fd + 1, os.sysconf("SC_OPEN_MAX"))
+            _monitor(req, write_fd)
+        except BaseException:
+            traceback.print_exc()
+            try:
+                os.write(write_fd, json.dumps({"error": traceback.format_exc()}).encode())
+            except OSError:
+                pass
+            code = 71
+        os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as report:
+        data = report.read()
+    if not data:
+        return {"ok": False, "error": "the kernel's monitor died before it reported"}
+    result = json.loads(data)
+    if "error" in result:
+        return {"ok": False, "error": result["error"]}
+    return {"ok": True, "monitor_pid": pid, "kernel_pid": result["kernel_pid"]}
+
+
+def serve(control: socket.socket) -> None:
+    reader = control.makefile("rb")
+    for line in reader:
+        request = json.loads(line)
+        op = request.pop("op")
+        if op == "spawn":
+            try:
+                reply = _spawn(request)
+            except Exception as e:
+                reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        elif op == "ping":
+            reply = {"ok": True, "pid": os.getpid()}
+        else:
+            reply = {"ok": False, "error": f"unknown op {op!r}"}
+        control.sendall(json.dumps(reply).encode() + b"\n")
+
+
+def main() -> None:
+    linux.die_with_parent()
+    linux.set_process_name("ps-zygote")
+    # Monitors exit when their kernel does; ignoring SIGCHLD reaps them automatically.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    control = socket.socket(fileno=int(sys.argv[1]))
+    _preload()
+    control.sendall(json.dumps({"ok": True, "ready": True, "pid": os.getpid()}).encode() + b"\n")
+    serve(control)
+
+
+if __name__ == "__main__":
+    main()
