@@ -163,3 +163,6 @@ class Agent(Protocol):
     async def get_logs(self, kernel_id: str) -> str: ...
 
     async def open_pty(self, kernel_id: str, rows: int, cols: int) -> Pty: ...
+
+    def kernel_exit(self, kernel_id: str) -> KernelExit | None:
+        """Why a kernel this agent knew has died, if it has."""

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from portside.services.platform import Platform
 
-from . import gql, system
+from . import events, gql, session, stream, system
 from .auth import auth_middleware
 from .context import PLATFORM
 from .errors import error_middleware
@@ -20,4 +20,7 @@ def build_app(platform: Platform) -> web.Application:
     app[PLATFORM] = platform
     app.add_routes(system.routes)
     app.add_routes(gql.routes)
+    app.add_routes(session.routes)
+    app.add_routes(stream.routes)
+    app.add_routes(events.routes)
     return app

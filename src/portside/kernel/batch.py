@@ -28,7 +28,8 @@ def heuristic(step: str, workdir: str) -> str | None:
         if os.path.exists(os.path.join(workdir, "Makefile")):
             return "make"
         if os.path.exists(os.path.join(workdir, "setup.py")):
-            return "python -m pip install --user --no-deps --no-build-isolation --quiet -e ."
+            # PIP_TARGET points at the session's own site-packages (see the agent's environment).
+            return "python -m pip install --no-deps --no-build-isolation --quiet ."
         return None
     if step == "exec":
         if os.path.exists(os.path.join(workdir, "main.py")):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 
@@ -20,6 +21,10 @@ def run_kernel(
     connection: dict[str, Any],
     spec: dict[str, Any],
 ) -> None:
+    # The kernel was forked from a process that read PYTHONPATH long ago; apply this session's.
+    for path in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+        if path and path not in sys.path:
+            sys.path.insert(0, path)
     connection_file = os.path.join(rundir, "kernel.json")
     with open(connection_file, "w") as f:
         json.dump(connection, f)
@@ -38,6 +43,11 @@ def run_kernel(
             "--IPKernelApp.quiet=True",
         ]
     )
+    # Figures appear as images at the end of a cell, as Backend.AI's kernels show them; the
+    # zygote already switched matplotlib to the inline backend.
+    from matplotlib_inline.backend_inline import configure_inline_support
+
+    configure_inline_support(app.shell, "module://matplotlib_inline.backend_inline")  # type: ignore[no-untyped-call]
     # The kernel's sockets are bound now; the agent may connect without retry delays.
     control.ready.set()
     app.start()  # type: ignore[no-untyped-call]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -10,11 +11,17 @@ from collections.abc import AsyncIterator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from portside import __version__
+from portside.agent.base import Agent
 from portside.config import Config
 from portside.db.engine import make_engine, make_sessionmaker
 from portside.db.migrate import upgrade
+from portside.images import ImageRegistry
 
 from .bootstrap import BootstrapResult, bootstrap
+from .events import EventHub
+from .execution import ExecutionService
+from .mounts import MountResolver
+from .sessions import SessionService
 
 
 class Platform:
@@ -32,6 +39,25 @@ class Platform:
         self.engine = make_engine(config.effective_database_url)
         self.db: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
         self._credentials: BootstrapResult | None = None
+        self.images = ImageRegistry(config.images, os.uname().machine)
+        self.events = EventHub()
+        self.agent: Agent = self._make_agent()
+        self.sessions = SessionService(
+            self.db,
+            self.agent,
+            self.images,
+            self.events,
+            default_idle_timeout=config.idle_timeout,
+        )
+        self.mounts = MountResolver()
+        self.execution = ExecutionService(
+            self.sessions, self.agent, max_file_size=config.max_upload_file_size
+        )
+
+    def _make_agent(self) -> Agent:
+        from portside.agent.local.agent import LocalAgent
+
+        return LocalAgent(self.config, self.images)
 
     @property
     def credentials(self) -> BootstrapResult:
@@ -55,13 +81,22 @@ class Platform:
             await self.engine.dispose()
 
     @contextlib.asynccontextmanager
+    async def _sessions(self) -> AsyncIterator[None]:
+        await self.sessions.start()
+        try:
+            yield
+        finally:
+            await self.sessions.close()
+            await self.agent.close()
+
+    @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Platform]:
         """The whole platform, as ``portside serve`` runs it."""
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.database())
             self._credentials = await bootstrap(self.db, self.config)
+            await stack.enter_async_context(self._sessions())
             yield self
 
     async def count_active_sessions(self, access_key: str | None = None) -> int:
-        """Sessions not yet terminated; zero until the sessions table exists (issue #3)."""
-        return 0
+        return await self.sessions.count_active(access_key)

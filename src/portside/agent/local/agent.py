@@ -39,7 +39,7 @@ from portside.kernel.linux import process_start_time
 from . import resources
 from .cgroups import CgroupDriver, Limits
 from .kernel import LocalKernel, Processes
-from .sandbox import probe_bwrap, runtime_paths, start_holder
+from .sandbox import Runtime, probe_bwrap, probe_runtime, start_holder
 from .zygote_client import Zygote
 
 log = logging.getLogger("portside.agent.local")
@@ -102,18 +102,19 @@ class LocalAgent:
         #: Image name to the ids of its ready, unassigned kernels (also in ``kernels``).
         self.pools: dict[str, list[str]] = {}
         self._pool_tasks: list[asyncio.Task[None]] = []
-        self._runtime_paths: dict[str, list[str]] = {}
+        self._runtimes: dict[str, Runtime] = {}
         self.cgroups: CgroupDriver | None = None
         self.sandbox_problem: str | None = None
         self.is_root = os.geteuid() == 0
         self.isolation = "unknown"
         self.on_exit: ExitCallback | None = None
-        self.slots = resources.detect(config)
+        self.slots: dict[str, Decimal] = {}
 
     # Lifecycle ---------------------------------------------------------------------------
 
     async def start(self, live: list[KernelInfo], on_exit: ExitCallback) -> dict[str, bool]:
         self.on_exit = on_exit
+        self.slots = await asyncio.to_thread(resources.detect, self.config)
         self.root.mkdir(parents=True, exist_ok=True)
         self.sandbox_problem = (
             "sandboxing is turned off in the configuration"
@@ -175,14 +176,14 @@ class LocalAgent:
             if zygote is None:
                 env = {
                     "MPLCONFIGDIR": str(self.config.data_dir / "matplotlib"),
-                    "MPLBACKEND": "Agg",
+                    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                     # debugpy, imported with ipykernel, warns about frozen modules otherwise.
                     "PYDEVD_DISABLE_FILE_VALIDATION": "1",
                 }
                 zygote = Zygote(python, env)
                 await zygote.start()
                 self.zygotes[python] = zygote
-                self._runtime_paths[python] = await asyncio.to_thread(runtime_paths, python)
+                self._runtimes[python] = await asyncio.to_thread(probe_runtime, python)
             return zygote
 
     def _allocate_uid(self) -> int | None:
@@ -206,7 +207,12 @@ class LocalAgent:
     def _environment(self, kernel: LocalKernel, python: str) -> dict[str, str]:
         home = kernel.kernel_workdir
         bindir = os.path.dirname(python)
+        # Packages a session installs go to its own directory: the runtime is read-only, and
+        # a virtualenv runtime ignores --user installs.
+        user_site = f"{home}/.local/lib/python{self._runtimes[python].version}/site-packages"
         env = {
+            "PYTHONPATH": user_site,
+            "PIP_TARGET": user_site,
             "HOME": home,
             "USER": "work",
             "LOGNAME": "work",
@@ -309,7 +315,7 @@ class LocalAgent:
                     hostname=f"s-{kernel.kernel_id[:8]}",
                     workdir=kernel.workdir,
                     rundir=kernel.rundir,
-                    runtime=self._runtime_paths[python],
+                    runtime=self._runtimes[python].paths,
                     mounts=kernel.spec.mounts,
                     cgroup_procs=cgroup_procs,
                 )

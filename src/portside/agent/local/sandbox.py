@@ -42,27 +42,36 @@ class Holder:
     init_pid: int
 
 
-def runtime_paths(python: str) -> list[str]:
-    """Directories a Python runtime needs to run: its prefixes and where our code lives."""
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """A Python runtime: the directories it needs inside a sandbox, and its version."""
+
+    paths: list[str]
+    version: str
+
+
+def probe_runtime(python: str) -> Runtime:
     probe = subprocess.run(
         [
             python,
             "-c",
             "import sys, json, portside, os;"
-            "print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix,"
-            " os.path.dirname(os.path.dirname(portside.__file__))]))",
+            "print(json.dumps([[sys.prefix, sys.base_prefix, sys.exec_prefix,"
+            " os.path.dirname(os.path.dirname(portside.__file__))],"
+            " '%d.%d' % sys.version_info[:2]]))",
         ],
         capture_output=True,
         text=True,
         check=True,
     )
-    paths = [os.path.realpath(p) for p in json.loads(probe.stdout)]
+    prefixes, version = json.loads(probe.stdout)
+    paths = [os.path.realpath(p) for p in prefixes]
     paths.append(os.path.dirname(os.path.realpath(python)))
     unique: list[str] = []
     for path in sorted(set(paths), key=len):
         if not any(path == u or path.startswith(u + os.sep) for u in unique):
             unique.append(path)
-    return unique
+    return Runtime(unique, version)
 
 
 def _parents(path: str) -> list[str]:

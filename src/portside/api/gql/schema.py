@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import graphene
 
+from .image import ImageQueries
 from .keypair import KeyPairMutations, KeyPairQueries
+from .session import SessionQueries
 
 
-class Query(KeyPairQueries, graphene.ObjectType):
+class Query(KeyPairQueries, SessionQueries, ImageQueries, graphene.ObjectType):
     pass
 
 

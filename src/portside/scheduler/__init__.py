@@ -1,0 +1,1 @@
+"""Deciding which pending sessions start now: pure functions over slots and limits."""

@@ -1,0 +1,777 @@
+"""Compute sessions: create or reuse, schedule, start, watch and end them.
+
+The database row is the truth about a session; the agent holds its kernel.  Every status change
+goes through ``_transition``, which records it in the status history and publishes an event.
+A background scheduler starts pending sessions in order as capacity allows
+(``scheduler/placement.py`` decides); a background checker ends idle ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portside import resources
+from portside.agent.base import Agent, AgentError, KernelExit, KernelInfo, KernelSpec, MountSpec
+from portside.db.models import (
+    DEAD_STATUSES,
+    TERMINAL_STATUSES,
+    KeyPair,
+    KeyPairResourcePolicy,
+    SessionRow,
+)
+from portside.db.repositories import identity
+from portside.db.repositories.identity import Principal
+from portside.errors import (
+    InsufficientPrivilege,
+    InvalidAPIParameters,
+    InvalidSessionState,
+    ObjectNotFound,
+    SessionAlreadyExists,
+)
+from portside.images import Image, ImageRegistry
+from portside.scheduler.placement import Candidate, KeypairLimits, KeypairUsage, never_fits, plan
+
+from .events import STATUS_EVENTS, EventHub, SessionEvent
+
+log = logging.getLogger("portside.sessions")
+
+NAME_RE = re.compile(r"^(?=.{4,64}$)\w[\w.-]*\w$")
+SESSION_TYPES = ("interactive", "batch", "inference")
+#: How long ``maxWaitSeconds: 0`` waits for a session to start before answering ``TIMEOUT``.
+DEFAULT_CREATE_WAIT = 60.0
+IDLE_CHECK_INTERVAL = 5.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class SessionRequest:
+    """A validated creation request (the API maps Backend.AI's JSON onto this)."""
+
+    image: str
+    name: str | None = None
+    type: str = "interactive"
+    group: str = "default"
+    domain: str = "default"
+    resources: dict[str, Any] = field(default_factory=dict)
+    resource_opts: dict[str, Any] = field(default_factory=dict)
+    environ: dict[str, str] = field(default_factory=dict)
+    mounts: list[MountSpec] = field(default_factory=list)
+    mount_names: list[str] = field(default_factory=list)
+    preopen_ports: list[int] = field(default_factory=list)
+    startup_command: str | None = None
+    bootstrap_script: str | None = None
+    tag: str | None = None
+    priority: int = 10
+    enqueue_only: bool = False
+    max_wait: float = 0
+    reuse: bool = True
+    architecture: str | None = None
+    batch_timeout: float | None = None
+    starts_at: datetime | None = None
+    callback_url: str | None = None
+    dependencies: list[str] = field(default_factory=list)
+    owner_access_key: str | None = None
+
+
+@dataclass
+class _Active:
+    """In-process bookkeeping of a session with a kernel on this server."""
+
+    busy: int = 0
+    start_task: asyncio.Task[None] | None = None
+
+
+class SessionService:
+    def __init__(
+        self,
+        db: Any,
+        agent: Agent,
+        images: ImageRegistry,
+        events: EventHub,
+        *,
+        default_idle_timeout: float,
+    ) -> None:
+        self.db = db
+        self.agent = agent
+        self.images = images
+        self.events = events
+        self.default_idle_timeout = default_idle_timeout
+        self._wakeup = asyncio.Event()
+        self._active: dict[uuid.UUID, _Active] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._capacity: dict[str, Decimal] = {}
+
+    # Start-up and background work ---------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self.db() as db:
+            rows = (
+                await db.execute(
+                    sa.select(SessionRow).where(
+                        SessionRow.status.in_(("RUNNING", "SCHEDULED", "PREPARING", "TERMINATING")),
+                        SessionRow.agent_id.is_not(None),
+                    )
+                )
+            ).scalars()
+            live = [KernelInfo.from_dict(r.kernel_info) for r in rows if r.kernel_info]
+        survived = await self.agent.start(live, self._on_kernel_exit)
+        self._capacity = await self.agent.capacity()
+        async with self.db() as db:
+            rows = list(
+                (
+                    await db.execute(
+                        sa.select(SessionRow).where(
+                            SessionRow.status.in_(
+                                ("RUNNING", "SCHEDULED", "PREPARING", "TERMINATING")
+                            )
+                        )
+                    )
+                ).scalars()
+            )
+        for row in rows:
+            kernel_id = str(row.kernel_id) if row.kernel_id else None
+            if row.status == "TERMINATING":
+                await self._finish_termination(row.id, kernel_id, "user-requested")
+            elif kernel_id is None or not survived.get(kernel_id, False):
+                exit_info = self.agent.kernel_exit(kernel_id) if kernel_id else None
+                reason = (
+                    exit_info.reason
+                    if exit_info
+                    else "the kernel was lost while the server was down"
+                )
+                await self._fail(row.id, reason, {})
+        self._tasks = [
+            asyncio.create_task(self._schedule_loop(), name="scheduler"),
+            asyncio.create_task(self._idle_loop(), name="idle-checker"),
+        ]
+        self._wakeup.set()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for active in self._active.values():
+            if active.start_task is not None:
+                active.start_task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # Lookups ------------------------------------------------------------------------------
+
+    async def _load(self, db: AsyncSession, session_id: uuid.UUID) -> SessionRow:
+        row = await db.get(SessionRow, session_id)
+        if row is None:
+            raise ObjectNotFound(f"session {session_id} does not exist", object_name="session")
+        return row
+
+    async def resolve(
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        reference: str,
+        owner_access_key: str | None = None,
+        *,
+        include_error: bool = True,
+    ) -> SessionRow:
+        """The caller's live session named or numbered ``reference`` (admins: anyone's)."""
+        access_key = principal.access_key
+        if owner_access_key and owner_access_key != principal.access_key:
+            if not principal.is_admin:
+                raise InsufficientPrivilege("only administrators may act on others' sessions")
+            access_key = owner_access_key
+        excluded = DEAD_STATUSES if include_error else TERMINAL_STATUSES
+        cond = SessionRow.name == reference
+        with contextlib.suppress(ValueError):
+            cond = sa.or_(cond, SessionRow.id == uuid.UUID(reference))
+        query = sa.select(SessionRow).where(cond, SessionRow.status.not_in(excluded))
+        if not (principal.is_admin and owner_access_key is None and _looks_like_uuid(reference)):
+            query = query.where(SessionRow.access_key == access_key)
+        rows = list((await db.execute(query.order_by(SessionRow.created_at.desc()))).scalars())
+        if not rows:
+            raise ObjectNotFound(f"there is no session {reference!r}", object_name="session")
+        # A live session wins over an errored one of the same name.
+        rows.sort(key=lambda r: r.status == "ERROR")
+        return rows[0]
+
+    # Creation ------------------------------------------------------------------------------
+
+    def _requested_slots(self, image: Image, requested: dict[str, Any]) -> resources.Slots:
+        slots = resources.parse_slots(requested, self._capacity.keys() | {"cpu", "mem"})
+        for slot, minimum in image.min_slots.items():
+            if slot not in slots:
+                slots[slot] = minimum
+            elif slots[slot] < minimum:
+                raise InvalidAPIParameters(
+                    f"{image.name} needs at least {resources.describe(slot, minimum)} of "
+                    f"{slot}; {resources.describe(slot, slots[slot])} was requested"
+                )
+        return slots
+
+    async def create(self, principal: Principal, req: SessionRequest) -> dict[str, Any]:
+        owner = principal
+        if req.owner_access_key and req.owner_access_key != principal.access_key:
+            if not principal.is_admin:
+                raise InsufficientPrivilege("only administrators may create sessions for others")
+            async with self.db() as db:
+                key = await identity.get_active_key(db, req.owner_access_key)
+            if key is None:
+                raise ObjectNotFound("the owner's keypair does not exist", object_name="keypair")
+            owner = key.principal
+        name = req.name or f"pysdk-{uuid.uuid4().hex[:8]}"
+        if not NAME_RE.match(name):
+            raise InvalidAPIParameters(
+                f"session name {name!r} must be 4 to 64 letters, digits, '.', '-' or '_', "
+                "starting and ending with a letter or digit"
+            )
+        if req.type not in SESSION_TYPES:
+            raise InvalidAPIParameters(f"unknown session type {req.type!r}")
+        if req.type == "batch" and not req.startup_command:
+            raise InvalidAPIParameters("batch sessions need a startup_command")
+        if req.type != "batch" and (req.starts_at or req.batch_timeout):
+            raise InvalidAPIParameters("starts_at and batch_timeout are for batch sessions only")
+        image = self.images.resolve(req.image)
+        async with self.db() as db:
+            existing = await self._find_live_by_name(db, owner.access_key, name)
+            if existing is not None:
+                return self._reuse_or_refuse(existing, image, req)
+        slots = self._requested_slots(image, req.resources)
+        impossible = never_fits(slots, self._capacity)
+        if impossible:
+            raise InvalidAPIParameters(
+                "the request can never be served here: " + "; ".join(impossible),
+                data={
+                    "requested": resources.to_json(slots),
+                    "capacity": resources.to_json(self._capacity),
+                },
+            )
+        async with self.db() as db, db.begin():
+            group = await identity.get_group(db, req.domain, req.group)
+            if not owner.is_superadmin and not await identity.is_group_member(
+                db, group.id, owner.user_id
+            ):
+                raise InsufficientPrivilege(f"you are not a member of the project {req.group!r}")
+            now = utcnow()
+            row = SessionRow(
+                name=name,
+                access_key=owner.access_key,
+                user_id=owner.user_id,
+                domain_name=req.domain,
+                group_id=group.id,
+                image=image.name,
+                architecture=req.architecture or image.architecture,
+                type=req.type,
+                tag=req.tag,
+                priority=req.priority,
+                status="PENDING",
+                status_history=[["PENDING", now.isoformat()]],
+                status_changed=now,
+                requested_slots=resources.to_json(slots),
+                resource_opts=req.resource_opts,
+                environ=req.environ,
+                mounts=[_mount_json(m) for m in req.mounts],
+                preopen_ports=req.preopen_ports,
+                startup_command=req.startup_command,
+                bootstrap_script=req.bootstrap_script,
+                batch_timeout=req.batch_timeout,
+                callback_url=req.callback_url,
+                dependencies=req.dependencies,
+                starts_at=req.starts_at,
+                created_at=now,
+                last_access=now,
+            )
+            db.add(row)
+            try:
+                await db.flush()
+            except IntegrityError:
+                raise SessionAlreadyExists(f"a session named {name!r} was just created") from None
+            session_id = row.id
+        await self._publish(row, "PENDING")
+        self._wakeup.set()
+        if req.enqueue_only:
+            return self._creation_reply(row, created=True)
+        timeout = req.max_wait or DEFAULT_CREATE_WAIT
+        status = await self._wait_for_start(session_id, timeout)
+        async with self.db() as db:
+            row = await self._load(db, session_id)
+        if status in ("TERMINATED", "CANCELLED"):
+            raise ObjectNotFound(
+                f"the session ended while starting: {row.status_info or status}",
+                object_name="session",
+            )
+        reply = self._creation_reply(row, created=True)
+        if status is None:
+            reply["status"] = "TIMEOUT"
+        return reply
+
+    async def _find_live_by_name(
+        self, db: AsyncSession, access_key: str, name: str
+    ) -> SessionRow | None:
+        query = sa.select(SessionRow).where(
+            SessionRow.access_key == access_key,
+            SessionRow.name == name,
+            SessionRow.status.not_in(TERMINAL_STATUSES),
+        )
+        return (await db.execute(query)).scalar_one_or_none()
+
+    def _reuse_or_refuse(
+        self, row: SessionRow, image: Image, req: SessionRequest
+    ) -> dict[str, Any]:
+        if row.image != image.name:
+            raise SessionAlreadyExists(
+                f"a session named {row.name!r} already exists with another image ({row.image})",
+                data={"existingSessionId": str(row.id)},
+            )
+        if not req.reuse:
+            raise SessionAlreadyExists(
+                f"a session named {row.name!r} already exists",
+                data={"existingSessionId": str(row.id)},
+            )
+        reply = self._creation_reply(row, created=False)
+        reply["service_ports"] = reply["servicePorts"]
+        return reply
+
+    def _creation_reply(self, row: SessionRow, *, created: bool) -> dict[str, Any]:
+        return {
+            "sessionId": str(row.id),
+            "sessionName": row.name,
+            "status": row.status,
+            "servicePorts": row.service_ports if row.status == "RUNNING" else [],
+            "created": created,
+        }
+
+    async def _wait_for_start(self, session_id: uuid.UUID, timeout: float) -> str | None:
+        """The first of RUNNING or a terminal status the session reaches, None on timeout."""
+        wanted = ("RUNNING", *TERMINAL_STATUSES)
+        async with self.events.subscribe() as queue:
+            async with self.db() as db:
+                status = (await self._load(db, session_id)).status
+            if status in wanted:
+                return status
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    event = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    return None
+                if event.session_id == str(session_id) and event.status in wanted:
+                    return event.status
+
+    # Status changes ------------------------------------------------------------------------
+
+    async def _transition(
+        self,
+        session_id: uuid.UUID,
+        status: str,
+        *,
+        info: str | None = None,
+        expect: Sequence[str] | None = None,
+        **values: Any,
+    ) -> SessionRow | None:
+        """Moves a session to ``status`` (only from ``expect``, when given) and announces it."""
+        async with self.db() as db, db.begin():
+            row: SessionRow | None = await db.get(SessionRow, session_id, with_for_update=True)
+            if row is None or (expect is not None and row.status not in expect):
+                return None
+            now = utcnow()
+            row.status = status
+            row.status_info = info
+            row.status_changed = now
+            row.status_history = [*row.status_history, [status, now.isoformat()]]
+            if status in TERMINAL_STATUSES:
+                row.terminated_at = now
+                row.occupying_slots = {}
+            for key, value in values.items():
+                setattr(row, key, value)
+        await self._publish(row, status, info or "")
+        return row
+
+    async def _publish(self, row: SessionRow, status: str, reason: str = "") -> None:
+        exit_code = (row.status_data or {}).get("kernel", {}).get("exit_code")
+        await self.events.publish(
+            SessionEvent(
+                name=STATUS_EVENTS.get(status, f"session_{status.lower()}"),
+                session_id=str(row.id),
+                session_name=row.name,
+                access_key=row.access_key,
+                status=status,
+                reason=reason,
+                exit_code=exit_code,
+            )
+        )
+
+    async def _fail(self, session_id: uuid.UUID, reason: str, data: dict[str, Any]) -> None:
+        row = await self._transition(
+            session_id,
+            "ERROR",
+            info=reason,
+            expect=("PENDING", "SCHEDULED", "PREPARING", "RUNNING", "TERMINATING"),
+            status_data={"kernel": data},
+            result="FAILURE",
+        )
+        if row is not None:
+            log.warning("session failed", extra={"session": str(session_id), "reason": reason})
+
+    async def _on_kernel_exit(self, event: KernelExit) -> None:
+        async with self.db() as db:
+            row = (
+                await db.execute(
+                    sa.select(SessionRow).where(SessionRow.kernel_id == uuid.UUID(event.kernel_id))
+                )
+            ).scalar_one_or_none()
+        if row is None or row.status in TERMINAL_STATUSES:
+            return
+        data = {"exit_code": event.exit_code, "signal": event.signal, "oom": event.out_of_memory}
+        await self._fail(row.id, event.reason, data)
+        self._active.pop(row.id, None)
+        self._wakeup.set()
+
+    # Scheduling ---------------------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._schedule_once()
+            except Exception:
+                log.exception("scheduling failed; retrying shortly")
+                await asyncio.sleep(1)
+                self._wakeup.set()
+
+    async def _schedule_once(self) -> None:
+        async with self.db() as db:
+            pending = list(
+                (
+                    await db.execute(
+                        sa.select(SessionRow)
+                        .where(SessionRow.status == "PENDING")
+                        .order_by(SessionRow.priority.desc(), SessionRow.created_at)
+                    )
+                ).scalars()
+            )
+            if not pending:
+                return
+            occupying = (
+                await db.execute(
+                    sa.select(SessionRow.access_key, SessionRow.occupying_slots).where(
+                        SessionRow.status.not_in((*TERMINAL_STATUSES, "PENDING"))
+                    )
+                )
+            ).all()
+            policies = {
+                p.name: p for p in (await db.execute(sa.select(KeyPairResourcePolicy))).scalars()
+            }
+            key_rows = await db.execute(
+                sa.select(KeyPair.access_key, KeyPair.resource_policy).where(
+                    KeyPair.access_key.in_({row.access_key for row in pending})
+                )
+            )
+            key_policies = {access_key: policy for access_key, policy in key_rows.tuples()}
+        usage: dict[str, KeypairUsage] = {}
+        occupied: resources.Slots = {}
+        for access_key, slots_json in occupying:
+            slots = resources.from_json(slots_json)
+            key_usage = usage.setdefault(access_key, KeypairUsage())
+            key_usage.sessions += 1
+            key_usage.occupied = resources.add(key_usage.occupied, slots)
+            occupied = resources.add(occupied, slots)
+        candidates = []
+        now = utcnow()
+        for row in pending:
+            if row.starts_at is not None and row.starts_at > now:
+                continue
+            policy = policies.get(key_policies.get(row.access_key, "default"))
+            candidates.append(
+                Candidate(
+                    str(row.id),
+                    row.access_key,
+                    resources.from_json(row.requested_slots),
+                    _limits(policy),
+                )
+            )
+        decision = plan(candidates, resources.subtract(self._capacity, occupied), usage)
+        for session_id, reason in decision.waiting.items():
+            await self._set_status_info(uuid.UUID(session_id), reason)
+        for session_id in decision.start:
+            sid = uuid.UUID(session_id)
+            row = await self._transition(
+                sid,
+                "SCHEDULED",
+                expect=("PENDING",),
+                scheduled_at=utcnow(),
+                occupying_slots=next(r.requested_slots for r in pending if r.id == sid),
+            )
+            if row is not None:
+                active = self._active.setdefault(sid, _Active())
+                active.start_task = asyncio.create_task(self._start_kernel(sid))
+
+    async def _set_status_info(self, session_id: uuid.UUID, info: str) -> None:
+        async with self.db() as db, db.begin():
+            row = await db.get(SessionRow, session_id)
+            if row is not None and row.status == "PENDING" and row.status_info != info:
+                row.status_info = info
+
+    async def _start_kernel(self, session_id: uuid.UUID) -> None:
+        row = await self._transition(session_id, "PREPARING", expect=("SCHEDULED",))
+        if row is None:
+            return
+        spec = KernelSpec(
+            session_id=str(row.id),
+            image=row.image,
+            resources=dict(row.occupying_slots),
+            environ={
+                **{str(k): str(v) for k, v in row.environ.items()},
+                "BACKENDAI_SESSION_NAME": row.name,
+                "BACKENDAI_ACCESS_KEY": row.access_key,
+                "BACKENDAI_USER_UUID": str(row.user_id),
+            },
+            mounts=tuple(MountSpec(**m) for m in row.mounts),
+            bootstrap_script=row.bootstrap_script,
+        )
+        try:
+            info = await self.agent.create_kernel(spec)
+        except (AgentError, Exception) as e:
+            log.exception("kernel creation failed for session %s", session_id)
+            await self._fail(session_id, f"the kernel could not be created: {e}", {})
+            self._wakeup.set()
+            return
+        image = self.images.resolve(row.image)
+        service_ports = [p.as_json() for p in image.service_ports]
+        started = await self._transition(
+            session_id,
+            "RUNNING",
+            expect=("PREPARING",),
+            agent_id=info.agent_id,
+            kernel_id=uuid.UUID(info.kernel_id),
+            kernel_info=info.to_dict(),
+            service_ports=service_ports,
+            last_access=utcnow(),
+        )
+        if started is None:
+            # Destroyed while it was starting: the kernel has nobody to serve.
+            await self.agent.destroy_kernel(info.kernel_id)
+
+    # Changing running sessions ------------------------------------------------------------
+
+    async def restart(
+        self, principal: Principal, reference: str, owner_access_key: str | None = None
+    ) -> None:
+        """A fresh kernel in the same sandbox: variables are lost, files are kept."""
+        async with self.db() as db:
+            row = await self.resolve(db, principal, reference, owner_access_key)
+        if row.status != "RUNNING" or row.kernel_id is None:
+            raise InvalidSessionState(
+                f"only running sessions can restart; this one is {row.status}"
+            )
+        try:
+            await self.agent.restart_kernel(str(row.kernel_id))
+        except AgentError as e:
+            await self._fail(row.id, f"the kernel could not be restarted: {e}", {})
+            raise InvalidSessionState(f"the kernel could not be restarted: {e}") from e
+        await self.touch(row.id, query=True)
+        await self.events.publish(
+            SessionEvent("session_restarted", str(row.id), row.name, row.access_key, row.status)
+        )
+
+    async def rename(
+        self,
+        principal: Principal,
+        reference: str,
+        new_name: str,
+        owner_access_key: str | None = None,
+    ) -> None:
+        if not NAME_RE.match(new_name):
+            raise InvalidAPIParameters(
+                f"session name {new_name!r} must be 4 to 64 letters, digits, '.', '-' or '_'"
+            )
+        async with self.db() as db, db.begin():
+            row = await self.resolve(db, principal, reference, owner_access_key)
+            if row.status != "RUNNING":
+                raise InvalidSessionState(
+                    f"only running sessions can be renamed; this one is {row.status}"
+                )
+            clash = await self._find_live_by_name(db, row.access_key, new_name)
+            if clash is not None and clash.id != row.id:
+                raise SessionAlreadyExists(
+                    f"you already have a session named {new_name!r}",
+                    data={"existingSessionId": str(clash.id)},
+                )
+            row.name = new_name
+
+    # Ending sessions ----------------------------------------------------------------------
+
+    async def destroy(
+        self,
+        principal: Principal,
+        reference: str,
+        *,
+        forced: bool = False,
+        recursive: bool = False,
+        owner_access_key: str | None = None,
+        reason: str = "user-requested",
+    ) -> dict[str, Any]:
+        async with self.db() as db:
+            row = await self.resolve(db, principal, reference, owner_access_key)
+        return await self._destroy_row(row.id, forced=forced, reason=reason)
+
+    async def _destroy_row(
+        self, session_id: uuid.UUID, *, forced: bool, reason: str
+    ) -> dict[str, Any]:
+        cancelled = await self._transition(
+            session_id, "CANCELLED", info=reason, expect=("PENDING",)
+        )
+        if cancelled is not None:
+            return {"stats": {"status": "cancelled"}}
+        row = await self._transition(
+            session_id,
+            "TERMINATING",
+            info=reason,
+            expect=("SCHEDULED", "PREPARING", "RUNNING", "ERROR"),
+        )
+        if row is None:
+            return {"stats": {}}
+        kernel_id = str(row.kernel_id) if row.kernel_id else None
+        if forced:
+            task = asyncio.create_task(self._finish_termination(session_id, kernel_id, reason))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            await self._finish_termination(session_id, kernel_id, reason)
+        return {"stats": {"status": "terminated"}}
+
+    async def _finish_termination(
+        self, session_id: uuid.UUID, kernel_id: str | None, reason: str
+    ) -> None:
+        active = self._active.pop(session_id, None)
+        if active is not None and active.start_task is not None and not active.start_task.done():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await active.start_task
+            async with self.db() as db:
+                row = await self._load(db, session_id)
+            kernel_id = str(row.kernel_id) if row.kernel_id else kernel_id
+        if kernel_id is not None:
+            try:
+                await self.agent.destroy_kernel(kernel_id)
+            except AgentError as e:
+                log.warning("kernel %s could not be destroyed cleanly: %s", kernel_id, e)
+        await self._transition(
+            session_id, "TERMINATED", info=reason, expect=("TERMINATING",), result="SUCCESS"
+        )
+        self._wakeup.set()
+
+    # Idle sessions ------------------------------------------------------------------------
+
+    def mark_busy(self, session_id: uuid.UUID, delta: int) -> None:
+        """Counts activity that keeps a session from being idle (running calls, open streams)."""
+        active = self._active.setdefault(session_id, _Active())
+        active.busy = max(0, active.busy + delta)
+
+    async def touch(self, session_id: uuid.UUID, *, query: bool = False) -> None:
+        async with self.db() as db, db.begin():
+            values: dict[str, Any] = {"last_access": utcnow()}
+            if query:
+                values["num_queries"] = SessionRow.num_queries + 1
+            await db.execute(
+                sa.update(SessionRow).where(SessionRow.id == session_id).values(**values)
+            )
+
+    async def _idle_loop(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_CHECK_INTERVAL)
+            try:
+                await self._end_idle_sessions()
+            except Exception:
+                log.exception("the idle check failed")
+
+    async def _end_idle_sessions(self) -> None:
+        now = utcnow()
+        async with self.db() as db:
+            rows = (
+                await db.execute(
+                    sa.select(SessionRow, KeyPairResourcePolicy)
+                    .join_from(SessionRow, KeyPair, KeyPair.access_key == SessionRow.access_key)
+                    .join(
+                        KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy
+                    )
+                    .where(SessionRow.status == "RUNNING", SessionRow.type != "batch")
+                )
+            ).tuples()
+            candidates = list(rows)
+        for row, policy in candidates:
+            timeout = (
+                float(policy.idle_timeout)
+                if policy.idle_timeout >= 0
+                else self.default_idle_timeout
+            )
+            active = self._active.get(row.id)
+            if timeout <= 0 or (active is not None and active.busy > 0):
+                continue
+            if now - row.last_access > timedelta(seconds=timeout):
+                log.info("ending idle session", extra={"session": str(row.id)})
+                await self._destroy_row(row.id, forced=False, reason="idle-timeout")
+            lifetime = policy.max_session_lifetime
+            if (
+                lifetime > 0
+                and row.scheduled_at
+                and now - row.scheduled_at > timedelta(seconds=lifetime)
+            ):
+                await self._destroy_row(row.id, forced=False, reason="idle-session-lifetime")
+
+    async def count_active(self, access_key: str | None = None) -> int:
+        async with self.db() as db:
+            query = (
+                sa.select(sa.func.count())
+                .select_from(SessionRow)
+                .where(SessionRow.status.not_in(TERMINAL_STATUSES))
+            )
+            if access_key is not None:
+                query = query.where(SessionRow.access_key == access_key)
+            return int((await db.execute(query)).scalar_one())
+
+
+def _looks_like_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _mount_json(mount: MountSpec) -> dict[str, Any]:
+    return {
+        "name": mount.name,
+        "host_path": mount.host_path,
+        "kernel_path": mount.kernel_path,
+        "read_only": mount.read_only,
+    }
+
+
+def _limits(policy: KeyPairResourcePolicy | None) -> KeypairLimits:
+    if policy is None:
+        return KeypairLimits(max_concurrent_sessions=30, total_resource_slots={})
+    return KeypairLimits(
+        max_concurrent_sessions=policy.max_concurrent_sessions,
+        total_resource_slots=resources.from_json(policy.total_resource_slots),
+        unlisted_unlimited=policy.default_for_unspecified == "UNLIMITED",
+    )
