@@ -17,6 +17,8 @@ from portside.errors import InvalidAPIParameters
 
 Slots = dict[str, Decimal]
 
+#: Every slot name this server understands; an agent offers some of them.
+KNOWN_SLOTS = frozenset({"cpu", "mem", "cuda.device", "cuda.shares"})
 #: Slots whose values are byte counts.
 BYTE_SLOTS = frozenset({"mem"})
 #: Slots that must be whole numbers.

@@ -142,3 +142,60 @@ def keypair_revoke(config_file: Path | None, data_dir: Path | None, access_key: 
     config = build_config(config_file, data_dir)
     _run(config, lambda p: identity.revoke_keypair(p, None, access_key))
     click.echo(f"Revoked {access_key}.")
+
+
+@admin.group()
+def policy() -> None:
+    """Keypair resource policies: limits on sessions and resources."""
+
+
+@policy.command("set")
+@config_options
+@click.argument("name")
+@click.option("--slots", help="Resource limits, e.g. cpu=8,mem=32g,cuda.device=1.")
+@click.option(
+    "--unlisted", type=click.Choice(["LIMITED", "UNLIMITED"]), help="Slots --slots leaves out."
+)
+@click.option("--max-concurrent-sessions", type=int)
+@click.option("--max-session-lifetime", type=int, help="Seconds; 0 means no limit.")
+@click.option(
+    "--idle-timeout", type=int, help="Seconds; 0 never ends idle sessions, -1 uses the server's."
+)
+def policy_set(
+    config_file: Path | None,
+    data_dir: Path | None,
+    name: str,
+    slots: str | None,
+    unlisted: str | None,
+    max_concurrent_sessions: int | None,
+    max_session_lifetime: int | None,
+    idle_timeout: int | None,
+) -> None:
+    """Create or change a resource policy (keypairs use the one named "default")."""
+    config = build_config(config_file, data_dir)
+    total = None
+    if slots is not None:
+        try:
+            total = dict(item.split("=", 1) for item in slots.split(",") if item)
+        except ValueError:
+            raise click.BadParameter(
+                "write slots as name=value,name=value", param_hint="--slots"
+            ) from None
+    change = identity.PolicyChange(
+        total_resource_slots=total,
+        default_for_unspecified=unlisted,
+        max_concurrent_sessions=max_concurrent_sessions,
+        max_session_lifetime=max_session_lifetime,
+        idle_timeout=idle_timeout,
+    )
+
+    result = _run(config, lambda p: identity.set_resource_policy(p, name, change))
+    click.echo(json.dumps(result, indent=2))
+
+
+@policy.command("list")
+@config_options
+def policy_list(config_file: Path | None, data_dir: Path | None) -> None:
+    """Show the resource policies."""
+    config = build_config(config_file, data_dir)
+    click.echo(json.dumps(_run(config, identity.list_resource_policies), indent=2))

@@ -8,7 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from portside.db.models import Group, GroupMember, KeyPair, User
+from portside import resources
+from portside.db.models import Group, GroupMember, KeyPair, KeyPairResourcePolicy, User
 from portside.db.repositories import identity
 from portside.db.repositories.identity import Principal
 from portside.errors import InsufficientPrivilege, InvalidAPIParameters, ObjectNotFound
@@ -194,3 +195,54 @@ async def delete_keypair(platform: Platform, principal: Principal | None, access
     async with platform.db() as db, db.begin():
         keypair = await identity.get_keypair(db, access_key)
         await db.delete(keypair)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    """Fields of a keypair resource policy to set; None leaves a field as it is."""
+
+    total_resource_slots: dict[str, str] | None = None
+    default_for_unspecified: str | None = None
+    max_concurrent_sessions: int | None = None
+    max_session_lifetime: int | None = None
+    idle_timeout: int | None = None
+
+
+async def set_resource_policy(
+    platform: Platform, name: str, change: PolicyChange
+) -> dict[str, Any]:
+    """Creates or updates a keypair resource policy (the local operator's command)."""
+    if change.default_for_unspecified not in (None, "LIMITED", "UNLIMITED"):
+        raise InvalidAPIParameters("default_for_unspecified is LIMITED or UNLIMITED")
+    async with platform.db() as db, db.begin():
+        policy = await identity.ensure_resource_policy(db, name)
+        if change.total_resource_slots is not None:
+            policy.total_resource_slots = resources.to_json(
+                resources.parse_slots(change.total_resource_slots, resources.KNOWN_SLOTS)
+            )
+        for field in (
+            "default_for_unspecified",
+            "max_concurrent_sessions",
+            "max_session_lifetime",
+            "idle_timeout",
+        ):
+            value = getattr(change, field)
+            if value is not None:
+                setattr(policy, field, value)
+        return _policy_dict(policy)
+
+
+async def list_resource_policies(platform: Platform) -> list[dict[str, Any]]:
+    async with platform.db() as db:
+        return [_policy_dict(p) for p in await identity.list_resource_policies(db)]
+
+
+def _policy_dict(policy: KeyPairResourcePolicy) -> dict[str, Any]:
+    return {
+        "name": policy.name,
+        "total_resource_slots": policy.total_resource_slots,
+        "default_for_unspecified": policy.default_for_unspecified,
+        "max_concurrent_sessions": policy.max_concurrent_sessions,
+        "max_session_lifetime": policy.max_session_lifetime,
+        "idle_timeout": policy.idle_timeout,
+    }

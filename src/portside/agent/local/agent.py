@@ -39,7 +39,7 @@ from portside.kernel.linux import process_start_time
 from . import resources
 from .cgroups import CgroupDriver, Limits
 from .kernel import LocalKernel, Processes
-from .sandbox import Runtime, probe_bwrap, probe_runtime, start_holder
+from .sandbox import Runtime, probe_bwrap, probe_runtime, start_holder, write_identity
 from .zygote_client import Zygote
 
 log = logging.getLogger("portside.agent.local")
@@ -311,6 +311,7 @@ class LocalAgent:
                 cgroup_procs = self.cgroups.create(kernel.cgroup, self._limits(kernel.spec))
             holder = None
             if kernel.sandboxed:
+                write_identity(kernel.base, kernel.uid)
                 holder = await start_holder(
                     hostname=f"s-{kernel.kernel_id[:8]}",
                     workdir=kernel.workdir,

@@ -140,11 +140,26 @@ def bwrap_args(
             created,
         )
     _binds(args, "--bind", str(rundir), KERNEL_RUNDIR, created)
+    for name in ("passwd", "group"):
+        if (rundir.parent / name).exists():
+            args += ["--ro-bind", str(rundir.parent / name), f"/etc/{name}"]
     args += ["--chdir", KERNEL_WORKDIR, "--info-fd", str(info_fd), "--"]
     # The holder tells us it runs (so the sandbox is fully built) and then just waits.
     # (Through /proc: dash cannot redirect to descriptors above 9.)
     args += ["/bin/sh", "-c", f"printf ready > /proc/self/fd/{ready_fd}; exec sleep infinity"]
     return args
+
+
+def write_identity(base: Path, uid: int | None) -> None:
+    """A passwd and group naming the kernel's uid ``work``, as in Backend.AI's containers."""
+    if uid is None:
+        return
+    (base / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\n"
+        f"work:x:{uid}:{uid}:Portside session user:{KERNEL_WORKDIR}:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    (base / "group").write_text(f"root:x:0:\nwork:x:{uid}:\nnogroup:x:65534:\n")
 
 
 def _read_all(fd: int) -> bytes:
