@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -48,7 +49,16 @@ def _write_server_file(path: Path, info: ServerInfo) -> None:
     tmp.replace(path)
 
 
+def _raise_open_file_limit() -> None:
+    # Every session holds several sockets to its kernel; the default soft limit of 1024
+    # descriptors would cap a server at a couple of hundred sessions.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(config: Config, on_ready: Callable[[ServerInfo], None] | None = None) -> None:
+    _raise_open_file_limit()
     api_sock = _bind(config.api.host, config.api.port)
     config.api.port = api_sock.getsockname()[1]
     platform = Platform(config)

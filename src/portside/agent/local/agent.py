@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -123,7 +124,10 @@ class LocalAgent:
         )
         if self.sandbox_problem and self.config.agent.sandbox == "bwrap":
             raise AgentError(f"sandbox = 'bwrap' is configured, but {self.sandbox_problem}")
-        self.cgroups = await asyncio.to_thread(CgroupDriver.detect)
+        # One parent cgroup per data directory: servers beside each other never touch each
+        # other's kernels.
+        digest = hashlib.sha256(str(self.config.data_dir.resolve()).encode()).hexdigest()[:12]
+        self.cgroups = await asyncio.to_thread(CgroupDriver.detect, f"portside-{digest}")
         self.isolation = self._describe_isolation()
         if self.sandbox_problem:
             log.warning(

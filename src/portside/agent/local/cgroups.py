@@ -39,13 +39,14 @@ class CgroupDriver:
         self.paths = paths
 
     @classmethod
-    def detect(cls) -> CgroupDriver | None:
+    def detect(cls, instance: str) -> CgroupDriver | None:
+        """The usable hierarchy, with a parent cgroup ``instance`` for this server's kernels."""
         unified = ROOT if (ROOT / "cgroup.controllers").exists() else ROOT / "unified"
         controllers_file = unified / "cgroup.controllers"
         if controllers_file.exists():
             enabled = set(controllers_file.read_text().split())
             if {"memory", "cpu", "pids"} <= enabled:
-                parent = unified / "portside"
+                parent = unified / instance
                 try:
                     parent.mkdir(exist_ok=True)
                     (parent / "cgroup.subtree_control").write_text("+memory +cpu +pids")
@@ -57,7 +58,7 @@ class CgroupDriver:
             base = ROOT / controller
             if not (base / "cgroup.procs").exists():
                 return None
-            parent = base / "portside"
+            parent = base / instance
             try:
                 parent.mkdir(exist_ok=True)
             except OSError as e:
