@@ -24,6 +24,7 @@ DEV_USER = ("AKIANABBDUSEREXAMPLE", "C8qnIo29EZvXkPK_MXcuAakYTy4NYrxwmCEyNPlf")
 TEST_CONFIG = """
 dev = true
 log_level = "info"
+max_upload_file_size = 4194304
 
 [resources]
 cpu = 16

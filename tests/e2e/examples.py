@@ -7,9 +7,11 @@ page wrote it.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,24 @@ def with_user_inputs(code: str) -> str:
     return "import getpass\n" + code.replace(old, new)
 
 
+#: The snippet line of the execution examples (query and async mode).
+HELLO_WORLD = "code = 'print(\"hello world\")'"
+
+
+def with_program(code: str, program: str) -> str:
+    """Runs ``program`` instead of the page's ``print("hello world")`` snippet."""
+    assert HELLO_WORLD in code, "the example has no hello-world snippet"
+    return code.replace(HELLO_WORLD, f"code = {program!r}", 1)
+
+
+def for_official(code: str) -> str:
+    """NOTES.md's translations, where the official client lacks the page's spelling.
+
+    Only for the official clients: Portside's SDK takes the page as written.
+    """
+    return code.replace("client_token=", "name=").replace(".send_text(", ".send_str(")
+
+
 def fill(code: str, call: str, replacement: str) -> str:
     """Replaces the page's ``call(...)`` placeholder with a complete call."""
     placeholder = f"{call}(...)"
@@ -97,6 +117,75 @@ class ClientPython:
             text=True,
             timeout=timeout,
         )
+
+    def run_in_terminal(
+        self,
+        code: str,
+        env: Mapping[str, str],
+        *,
+        cwd: Path,
+        answers: Sequence[tuple[str, str]] = (),
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """Runs the example with a pseudo-terminal as its controlling terminal and std streams.
+
+        ``getpass.getpass()`` reads from the terminal (``/dev/tty``), not from stdin, with echo
+        off: each ``(prompt, answer)`` is typed once ``prompt`` shows on the terminal after the
+        previous answer.  ``stdout`` holds everything the terminal showed (stderr included),
+        with ``\\r\\n`` turned into ``\\n``.
+        """
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("BACKEND_")}
+        full_env.update(env)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        script = cwd / "example.py"
+        script.write_text(code)
+        # A new session whose controlling terminal is the pty, then the example itself.
+        bootstrap = (
+            "import fcntl, os, sys, termios; os.setsid(); fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+            "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+        )
+        args = [str(self.python), "-c", bootstrap, str(script)]
+        master, slave = os.openpty()
+        try:
+            process = subprocess.Popen(
+                args, env=full_env, cwd=cwd, stdin=slave, stdout=slave, stderr=slave
+            )
+        finally:
+            os.close(slave)
+        output = bytearray()
+        pending = list(answers)
+        searched_from = 0
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if pending:
+                    prompt, answer = pending[0]
+                    found = output.find(prompt.encode(), searched_from)
+                    if found >= 0:
+                        os.write(master, answer.encode() + b"\n")
+                        searched_from = found + len(prompt)
+                        pending.pop(0)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise subprocess.TimeoutExpired(args, timeout, output=bytes(output))
+                ready, _, _ = select.select([master], [], [], min(remaining, 0.5))
+                if not ready:
+                    continue
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every process holding the terminal has exited
+                    data = b""
+                if not data:
+                    break
+                output += data
+            returncode = process.wait(max(deadline - time.monotonic(), 1))
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            os.close(master)
+        text = output.decode(errors="replace").replace("\r\n", "\n")
+        return subprocess.CompletedProcess(args, returncode, stdout=text, stderr="")
 
 
 OURS = ClientPython("portside", Path(sys.executable))

@@ -355,7 +355,10 @@ async def upload(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
     if not request.content_type.startswith("multipart/"):
         raise InvalidAPIParameters("upload files as multipart/form-data, one 'src' part each")
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError as e:
+        raise InvalidAPIParameters(f"the multipart body cannot be read: {e}") from e
     files: list[tuple[str, bytes]] = []
     limit = platform.config.max_upload_file_size
     while (part := await reader.next()) is not None:

@@ -17,6 +17,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 BATCHSITE = os.path.join(os.path.dirname(__file__), "batchsite")
+#: A user's programs are what the out-of-memory killer should take first, not the kernel.
+#: Raising one's own score needs no privileges (lowering the kernel's would).
+PROGRAM_OOM_SCORE_ADJ = 500
+
+
+def prefer_for_oom_kill() -> None:
+    """Raises this process's OOM score; any process may raise its own."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(PROGRAM_OOM_SCORE_ADJ))
+    except OSError:
+        pass
+
+
 STEPS = ("clean", "build", "exec")
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -68,7 +82,8 @@ class BatchRun:
 
     async def _run_step(self, step: str, command: str) -> int:
         process = await asyncio.create_subprocess_shell(
-            command,
+            # The shell raises its own score, and everything it starts inherits it.
+            f"echo {PROGRAM_OOM_SCORE_ADJ} > /proc/self/oom_score_adj 2>/dev/null; {command}",
             cwd=self.workdir,
             env=self._env(step),
             stdin=asyncio.subprocess.DEVNULL,

@@ -11,6 +11,8 @@ import struct
 import termios
 from collections.abc import Awaitable, Callable
 
+from portside.kernel.batch import prefer_for_oom_kill
+
 Output = Callable[[bytes], Awaitable[None]]
 
 
@@ -31,6 +33,7 @@ class PtySession:
         self.pid, self.fd = os.forkpty()
         if self.pid == 0:
             try:
+                prefer_for_oom_kill()
                 os.chdir(workdir)
                 env = dict(os.environ, TERM="xterm-256color")
                 os.execvpe(self.command[0], self.command, env)

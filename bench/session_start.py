@@ -1,0 +1,252 @@
+"""How long a user waits: from the create call to the first output of ``print(1)``, and the
+round trip of one ``print(1)`` afterwards.
+
+Creations are paced so the warm pool can refill between them, which is how a person (or a
+notebook front end) opens sessions; a back-to-back series shows what happens once the pool is
+drained.  Every Portside session is made with a fresh name, so none is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from bench.common import (
+    RawClient,
+    Row,
+    add_common_arguments,
+    kernel_gateway,
+    log,
+    p50,
+    percentile,
+    portside_server,
+    print_table,
+    run_code,
+)
+
+TARGET_FIRST_OUTPUT_MS = 100.0
+TARGET_ROUND_TRIP_MS = 5.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("session_start")
+    group.add_argument("--creations", type=int, default=30, help="paced Portside creations")
+    group.add_argument(
+        "--pause", type=float, default=1.0, help="seconds between paced creations (pool refill)"
+    )
+    group.add_argument(
+        "--back-to-back", type=int, default=15, help="Portside creations without pauses"
+    )
+    group.add_argument("--jkg-creations", type=int, default=10, help="Kernel Gateway kernels")
+    group.add_argument("--round-trips", type=int, default=50, help="print(1) round trips each")
+
+
+@dataclass
+class PortsideStart:
+    first_output: list[float] = field(default_factory=list)
+    create_call: list[float] = field(default_factory=list)
+    first_execute: list[float] = field(default_factory=list)
+    back_to_back: list[float] = field(default_factory=list)
+    round_trip: list[float] = field(default_factory=list)
+    raw_round_trip: list[float] = field(default_factory=list)
+    refill_s: float = 0.0
+    pool_size: int = 0
+
+
+@dataclass
+class JkgStart:
+    first_output: list[float] = field(default_factory=list)
+    create_call: list[float] = field(default_factory=list)
+    ws_open: list[float] = field(default_factory=list)
+    round_trip: list[float] = field(default_factory=list)
+    round_trip_first_output: list[float] = field(default_factory=list)
+
+
+async def measure_portside(args: argparse.Namespace) -> PortsideStart:
+    result = PortsideStart(pool_size=args.pool_size)
+    async with portside_server(args.pool_size) as ps:
+        log(f"portside: waiting for the warm pool ({args.pool_size} per image)")
+        await ps.wait_pool_full()
+        # One unmeasured session: the first request pays for connection set-up and caches.
+        warm = await ps.create()
+        await run_code(warm, "print(1)")
+        await ps.destroy(warm)
+        await ps.wait_pool_full()
+
+        log(f"portside: {args.creations} paced creations, {args.pause} s apart")
+        for _ in range(args.creations):
+            start = time.perf_counter()
+            session = await ps.create()
+            created = time.perf_counter()
+            out = await run_code(session, "print(1)")
+            done = time.perf_counter()
+            if out.stdout != "1\n":
+                raise RuntimeError(f"unexpected output from a new session: {out!r}")
+            result.first_output.append(done - start)
+            result.create_call.append(created - start)
+            result.first_execute.append(done - created)
+            await ps.destroy(session)
+            await asyncio.sleep(args.pause)
+
+        refill_start = time.monotonic()
+        await ps.wait_pool_full()
+        log(f"portside: pool full again after {time.monotonic() - refill_start:.1f} s")
+        log(f"portside: {args.back_to_back} back-to-back creations")
+        made = []
+        for _ in range(args.back_to_back):
+            start = time.perf_counter()
+            session = await ps.create()
+            out = await run_code(session, "print(1)")
+            result.back_to_back.append(time.perf_counter() - start)
+            made.append(session)
+        await ps.destroy_all()
+        result.refill_s = await ps.wait_pool_full()
+        log(f"portside: a drained pool refilled in {result.refill_s:.1f} s")
+
+        log(f"portside: {args.round_trips} print(1) round trips (SDK, then raw REST)")
+        session = await ps.create()
+        for _ in range(5):
+            await run_code(session, "print(1)")
+        for _ in range(args.round_trips):
+            start = time.perf_counter()
+            out = await run_code(session, "print(1)")
+            result.round_trip.append(time.perf_counter() - start)
+        raw = RawClient(ps)
+        try:
+            assert session.id is not None
+            for _ in range(5):
+                await raw.execute(str(session.id), "print(1)")
+            for _ in range(args.round_trips):
+                start = time.perf_counter()
+                body = await raw.execute(str(session.id), "print(1)")
+                result.raw_round_trip.append(time.perf_counter() - start)
+                if body["status"] != "finished":
+                    raise RuntimeError(f"raw execute did not finish in one call: {body!r}")
+        finally:
+            await raw.close()
+    return result
+
+
+async def measure_jkg(args: argparse.Namespace) -> JkgStart:
+    result = JkgStart()
+    async with kernel_gateway() as gw:
+        log(f"kernel gateway: {args.jkg_creations} kernels, create to first output")
+        for i in range(args.jkg_creations + 1):
+            start = time.perf_counter()
+            kernel_id = await gw.create_kernel()
+            created = time.perf_counter()
+            async with gw.connect(kernel_id) as ws:
+                # The gateway answers the WebSocket upgrade once the kernel is ready.
+                opened = time.perf_counter()
+                out = await gw.execute(ws, "print(1)")
+            if out.stdout != "1\n":
+                raise RuntimeError(f"unexpected output from a new kernel: {out!r}")
+            first = opened - start + out.first_output
+            await gw.delete_kernel(kernel_id)
+            if i > 0:  # the first kernel is a warm-up, as on the Portside side
+                result.first_output.append(first)
+                result.create_call.append(created - start)
+                result.ws_open.append(opened - created)
+            await asyncio.sleep(args.pause)
+
+        log(f"kernel gateway: {args.round_trips} print(1) round trips over the WebSocket")
+        kernel_id = await gw.create_kernel()
+        async with gw.connect(kernel_id) as ws:
+            for _ in range(5):
+                await gw.execute(ws, "print(1)")
+            for _ in range(args.round_trips):
+                out = await gw.execute(ws, "print(1)")
+                result.round_trip.append(out.idle)
+                result.round_trip_first_output.append(out.first_output)
+        await gw.delete_kernel(kernel_id)
+    return result
+
+
+def rows(ps: PortsideStart, jkg: JkgStart) -> list[Row]:
+    ms = 1000.0
+    return [
+        Row(
+            "create → first output, p50 (paced)",
+            p50(ps.first_output) * ms,
+            p50(jkg.first_output) * ms,
+            "ms",
+            TARGET_FIRST_OUTPUT_MS,
+        ),
+        Row(
+            "create → first output, p95 (paced)",
+            percentile(ps.first_output, 95) * ms,
+            percentile(jkg.first_output, 95) * ms,
+            "ms",
+        ),
+        Row(
+            "create → first output, p50 (back-to-back)",
+            p50(ps.back_to_back) * ms,
+            p50(jkg.first_output) * ms,
+            "ms",
+        ),
+        Row(
+            "create → first output, max (back-to-back)",
+            max(ps.back_to_back, default=float("nan")) * ms,
+            max(jkg.first_output, default=float("nan")) * ms,
+            "ms",
+        ),
+        Row(
+            "print(1) round trip, p50 (SDK REST / JKG WebSocket)",
+            p50(ps.round_trip) * ms,
+            p50(jkg.round_trip) * ms,
+            "ms",
+            TARGET_ROUND_TRIP_MS,
+        ),
+        Row(
+            "print(1) round trip, p95",
+            percentile(ps.round_trip, 95) * ms,
+            percentile(jkg.round_trip, 95) * ms,
+            "ms",
+        ),
+        Row(
+            "print(1) round trip, p50 (raw signed REST)",
+            p50(ps.raw_round_trip) * ms,
+            p50(jkg.round_trip) * ms,
+            "ms",
+            TARGET_ROUND_TRIP_MS,
+        ),
+    ]
+
+
+def notes(args: argparse.Namespace, ps: PortsideStart, jkg: JkgStart) -> list[str]:
+    ms = 1000.0
+    return [
+        f"Portside pool_size = {ps.pool_size} warm kernels per image (3 images configured); "
+        f"{len(ps.first_output)} paced creations {args.pause} s apart, each destroyed before "
+        f"the pause; {len(ps.back_to_back)} back-to-back creations without pauses",
+        f"Portside paced split, p50: create call {p50(ps.create_call) * ms:.1f} ms, "
+        f"first execute {p50(ps.first_execute) * ms:.1f} ms; "
+        f"a drained pool refilled in {ps.refill_s:.1f} s",
+        "Portside back-to-back, ms: " + " ".join(f"{t * ms:.0f}" for t in ps.back_to_back),
+        f"Kernel Gateway: {len(jkg.first_output)} kernels, POST /api/kernels returned after "
+        f"{p50(jkg.create_call) * ms:.0f} ms and the WebSocket opened "
+        f"{p50(jkg.ws_open) * ms:.0f} ms later (p50); round trip = execute_request sent → "
+        f"status idle; to the stream output alone {p50(jkg.round_trip_first_output) * ms:.1f} ms",
+        f"round trips: {len(ps.round_trip)} each, after 5 unmeasured ones",
+    ]
+
+
+async def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
+    ps = await measure_portside(args)
+    jkg = await measure_jkg(args)
+    return rows(ps, jkg), notes(args, ps, jkg)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_common_arguments(parser)
+    add_arguments(parser)
+    args = parser.parse_args()
+    table, extra = asyncio.run(run(args))
+    print_table("Session start: Portside vs Jupyter Kernel Gateway", table, extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Kernels are sandboxed, limited and independent of the server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ai.backend.client.session import Session
+
+from ..harness import RunningServer, running_server
+from .conftest import config_for, run
+
+
+def _wait_status(compute: Any, wanted: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (info := compute.get_info())["status"] != wanted:
+        assert time.monotonic() < deadline, info
+        time.sleep(0.2)
+    info: dict[str, Any] = compute.get_info()
+    return info
+
+
+def _kernel_state(server: RunningServer, session_id: uuid.UUID, api: Session) -> dict[str, Any]:
+    detail = api.Admin.query(
+        "query($id: UUID!) { compute_session(id: $id) { main_kernel_id } }", {"id": str(session_id)}
+    )
+    kernel_id = uuid.UUID(detail["compute_session"]["main_kernel_id"])
+    state_file = server.data_dir / "kernels" / kernel_id.hex[:16] / "state.json"
+    state: dict[str, Any] = json.loads(state_file.read_text())
+    return state
+
+
+def test_sessions_see_neither_each_other_nor_the_server(
+    server: RunningServer, api: Session, new_session: Any
+) -> None:
+    first, second = new_session(), new_session()
+    run(first, "open('secret.txt', 'w').write('only mine')")
+    first_dir = Path(_kernel_state(server, first.id, api)["base"]) / "work"
+    assert (first_dir / "secret.txt").read_text() == "only mine"
+    probe = (
+        "import os\n"
+        f"print(os.path.exists({str(first_dir / 'secret.txt')!r}),"
+        f" os.path.exists({str(server.data_dir)!r}), os.listdir('/home'),"
+        " os.path.exists('/home/work/secret.txt'), os.getuid() != 0,"
+        " sorted(p for p in os.listdir('/proc') if p.isdigit()) != [])"
+    )
+    assert run(second, probe)[0] == "False False ['work'] False True True\n"
+    first_uid = run(first, "import os; print(os.getuid())")[0]
+    second_uid = run(second, "import os; print(os.getuid())")[0]
+    assert first_uid != second_uid
+    # Another session's processes are not visible in this one's pid namespace.
+    pids = run(second, "import os; print(len([p for p in os.listdir('/proc') if p.isdigit()]))")[0]
+    assert int(pids) < 10
+
+
+def test_system_directories_are_read_only(new_session: Any) -> None:
+    compute = new_session()
+    stderr = run(compute, "open('/usr/portside-was-here', 'w')")[1]
+    assert "Read-only file system" in stderr or "Permission denied" in stderr
+    assert run(compute, "open('/tmp/scratch', 'w').write('ok'); print('tmp ok')")[0] == "tmp ok\n"
+
+
+def test_exceeding_the_memory_limit_kills_only_that_session(new_session: Any) -> None:
+    hog = new_session(resources={"mem": "256m"})
+    bystander = new_session()
+    hog.execute(None, "x = bytearray(600 * 1024 * 1024)", mode="query")
+    info = _wait_status(hog, "ERROR")
+    assert "out of memory" in info["statusInfo"]
+    assert json.loads(info["statusData"])["kernel"]["oom"] is True
+    assert run(bystander, "print('still fine')")[0] == "still fine\n"
+
+
+def test_a_fork_bomb_is_contained(api: Session, new_session: Any, tmp_path: Path) -> None:
+    bomb = new_session(resources={"cpu": 1, "mem": "4g"})
+    bystander = new_session()
+    code = (
+        "import os, time\n"
+        "deadline = time.time() + 4\n"
+        "errors = 0\n"
+        "while time.time() < deadline:\n"
+        "    try:\n"
+        "        os.fork()\n"
+        "    except OSError:\n"
+        "        errors += 1\n"
+        "        time.sleep(0.01)\n"
+        "print('limited' if errors else 'unlimited', flush=True)\n"
+        "os._exit(0)\n"
+    )
+    (tmp_path / "bomb.py").write_text(code)
+    bomb.upload([tmp_path / "bomb.py"], basedir=tmp_path)
+    started = bomb.execute(None, "", mode="batch", opts={"exec": "python bomb.py"})
+    # While the bomb goes off, the server and other sessions keep working.
+    assert api.System.get_versions()["version"] == "v9.20250722"
+    assert run(bystander, "print(6 * 7)")[0] == "42\n"
+    output, result = "", started
+    while result["status"] != "finished":
+        output += "".join(d for kind, d in result["console"] if kind == "stdout")
+        result = bomb.execute(started["runId"], "", mode="continue")
+    output += "".join(d for kind, d in result["console"] if kind == "stdout")
+    # The session's process limit stopped the forking: every copy saw fork() fail.
+    assert "limited" in output.split()
+    assert "unlimited" not in output.split()
+    bomb.destroy()
+
+
+def test_a_killed_kernel_marks_its_session_error(
+    server: RunningServer, api: Session, new_session: Any
+) -> None:
+    compute = new_session()
+    kernel_pid = _kernel_state(server, compute.id, api)["processes"]["kernel_pid"]
+    os.kill(kernel_pid, signal.SIGKILL)
+    info = _wait_status(compute, "ERROR")
+    assert info["statusInfo"] == "the kernel process was killed by signal 9 (SIGKILL)"
+    assert api.Manager.status()["status"] == "running"
+
+
+def test_running_sessions_survive_a_server_restart(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server, Session(config=config_for(server)) as api:
+        compute = api.ComputeSession.get_or_create("python", name="survivor")
+        run(compute, "answer = 42")
+        session_id = compute.id
+    with running_server(tmp_path) as server, Session(config=config_for(server)) as api:
+        compute = api.ComputeSession("survivor")
+        info = compute.get_info()
+        assert (info["sessionId"], info["status"]) == (str(session_id), "RUNNING")
+        assert run(compute, "print(answer)")[0] == "42\n"
+        fresh = api.ComputeSession.get_or_create("python", name="newcomer")
+        assert run(fresh, "print('new')")[0] == "new\n"
+        for handle in (compute, fresh):
+            handle.destroy()
+    leftovers = [p for p in (tmp_path / "kernels").iterdir() if (p / "state.json").exists()]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("idle_timeout", [2])
+def test_idle_sessions_end_by_their_keypair_policy(tmp_path: Path, idle_timeout: int) -> None:
+    import subprocess
+    import sys
+
+    with running_server(tmp_path) as server:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "portside",
+                "admin",
+                "policy",
+                "set",
+                "default",
+                "--idle-timeout",
+                str(idle_timeout),
+                "--data-dir",
+                str(tmp_path),
+            ],
+            check=True,
+            capture_output=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("PORTSIDE_")}
+            | (
+                {"PORTSIDE_DATABASE_URL": os.environ["PORTSIDE_TEST_DATABASE_URL"]}
+                if os.environ.get("PORTSIDE_TEST_DATABASE_URL")
+                else {}
+            ),
+        )
+        with Session(config=config_for(server)) as api:
+            compute = api.ComputeSession.get_or_create("python", name="sleepy")
+            run(compute, "print(1)")
+            deadline = time.monotonic() + 30
+            while True:
+                listing = api.ComputeSession.paginated_list(status="TERMINATED")
+                ended = [i for i in listing.items if i["id"] == str(compute.id)]
+                if ended:
+                    break
+                assert time.monotonic() < deadline, "the idle session was never ended"
+                time.sleep(0.5)
+            assert ended[0]["status_info"] == "idle-timeout"
