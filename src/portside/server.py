@@ -30,6 +30,8 @@ class ServerInfo:
     env_file: str
     access_key: str
     pid: int
+    #: How kernels are isolated here (``bwrap+cgroup-v1+uid-per-session``, ``process+rlimits``).
+    isolation: str
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -75,6 +77,7 @@ async def serve(config: Config, on_ready: Callable[[ServerInfo], None] | None = 
             env_file=str(platform.credentials.env_file),
             access_key=platform.credentials.admin_access_key,
             pid=os.getpid(),
+            isolation=platform.agent.isolation,
         )
         server_file = config.data_dir / "server.json"
         _write_server_file(server_file, info)

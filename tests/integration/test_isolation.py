@@ -180,3 +180,21 @@ def test_idle_sessions_end_by_their_keypair_policy(tmp_path: Path, idle_timeout:
                 assert time.monotonic() < deadline, "the idle session was never ended"
                 time.sleep(0.5)
             assert ended[0]["status_info"] == "idle-timeout"
+
+
+def test_without_namespaces_the_server_warns_and_still_runs_kernels(tmp_path: Path) -> None:
+    from ..harness import TEST_CONFIG
+
+    config = TEST_CONFIG + '\n[agent]\nsandbox = "none"\npool_size = 0\n'
+    with running_server(tmp_path, config_text=config) as server:
+        assert server.info["isolation"].startswith("process+")
+        log = server.log_tail(200)
+        assert "Kernel isolation: process+" in log
+        assert "KERNELS ARE NOT ISOLATED" in log
+        with Session(config=config_for(server)) as api:
+            # Kernels still never run as root: here the runtime lives under root's home, which
+            # their own uid cannot reach without a sandbox, and the error says so.
+            compute = api.ComputeSession.get_or_create("python", name="unsandboxed")
+            info = compute.get_info()
+            assert info["status"] == "ERROR"
+            assert "kernels run as unprivileged users, who cannot reach" in info["statusInfo"]

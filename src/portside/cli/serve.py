@@ -17,6 +17,13 @@ from .options import build_config, config_options
 def _banner(info: ServerInfo) -> None:
     click.echo(f"Portside is serving the Backend.AI API at {info.api_url}")
     click.echo(f"Administrator credentials: {info.env_file}")
+    click.echo(f"Kernel isolation: {info.isolation}")
+    if info.isolation.startswith("process"):
+        click.secho(
+            "WARNING: kernels are NOT sandboxed on this machine (see the log for why).",
+            fg="red",
+            bold=True,
+        )
     click.echo("Point a Backend.AI client here, then run the examples:")
     click.echo(f"    source {info.env_file}")
     click.echo("    python examples/01_implicit_config.py")

@@ -48,6 +48,17 @@ log = logging.getLogger("portside.agent.local")
 UID_RANGE = 60000
 
 
+def _first_closed_parent(path: Path) -> Path | None:
+    """The first directory on the way to ``path`` that others may not traverse."""
+    for directory in [*reversed(path.parents), path]:
+        try:
+            if not directory.stat().st_mode & 0o001:
+                return directory
+        except FileNotFoundError:
+            return None
+    return None
+
+
 class LocalPty:
     """A terminal in a local kernel, relayed over its control socket."""
 
@@ -276,11 +287,26 @@ class LocalAgent:
         count = max(1, min(len(available), int(Decimal(spec.resources["cpu"]))))
         return available[:count]
 
+    def _check_reachable(self, python: str) -> None:
+        """Without a sandbox, a kernel's own uid must be able to reach its runtime and files."""
+        if self.sandbox_problem is None or not self.is_root:
+            return
+        for path in [*self._runtimes[python].paths, str(self.root)]:
+            blocked = _first_closed_parent(Path(path))
+            if blocked is not None:
+                raise AgentError(
+                    f"kernels run as unprivileged users, who cannot reach {path} ({blocked} is "
+                    "closed to others) without a sandbox; install bubblewrap, or keep Portside "
+                    "and its data directory where other users may read them",
+                    "invalid-state",
+                )
+
     async def _launch(self, spec: KernelSpec, *, pooled: bool) -> LocalKernel:
         kernel_id = str(uuid.uuid4())
         image = self.images.resolve(spec.image)
         python = image.python
         zygote = await self._zygote(python)
+        self._check_reachable(python)
         devices = self._allocate_devices(int(Decimal(spec.resources.get("cuda.device", "0"))))
         kernel = LocalKernel(
             kernel_id=kernel_id,
