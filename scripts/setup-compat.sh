@@ -23,7 +23,8 @@ find_python() {
 build() {
     local name=$1 python_version=$2; shift 2
     local dir=.compat/$name
-    if [ -f "$dir/.complete" ]; then
+    # The stamp records what was installed; a changed list installs the difference.
+    if [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$*" ]; then
         return 0
     fi
     local python
@@ -31,13 +32,14 @@ build() {
         echo "setup-compat: no Python $python_version here; skipping $name" >&2
         return 0
     fi
-    rm -rf "$dir"
-    "$python" -m venv "$dir"
-    "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
-    touch "$dir/.complete"
+    [ -x "$dir/bin/python" ] || "$python" -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "$@" 2>&1 \
+        | grep -v "^WARNING: Location" || true
+    echo "$*" > "$dir/.complete"
     echo "setup-compat: built $dir with $*"
 }
 
 # 23.9.10 predates yarl 1.10, whose URL internals it reads; newer yarl breaks its signing.
-build v23 3.11 'backend.ai-client==23.9.10' 'yarl==1.9.4'
-build v26 3.13 'backend.ai-client==26.9.6'
+# The examples page's scripts also use requests, which the client does not bring.
+build v23 3.11 'backend.ai-client==23.9.10' 'yarl==1.9.4' requests
+build v26 3.13 'backend.ai-client==26.9.6' requests

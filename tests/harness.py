@@ -26,6 +26,9 @@ dev = true
 log_level = "info"
 max_upload_file_size = 4194304
 
+[appproxy]
+port = 0
+
 [resources]
 cpu = 16
 mem = "64g"

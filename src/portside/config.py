@@ -64,13 +64,24 @@ class ResourcesConfig(_Section):
     detect_gpus: bool = True
 
 
+class AppConfig(_Section):
+    """An app an image offers: ``{python}`` and ``{port}`` in the command are filled in."""
+
+    command: list[str]
+    port: int = Field(ge=1025, le=65534)
+    protocol: Literal["http", "tcp"] = "http"
+
+
 class ImageConfig(_Section):
     #: The Python interpreter (with ipykernel importable) that runs this image's kernels.
     #: Empty means the interpreter running Portside.
     python: str = ""
     aliases: list[str] = []
-    #: Extra apps as ``name:protocol:port`` (Backend.AI's ``ai.backend.service-ports`` label).
+    #: Ports the session's own code serves, as ``name:protocol:port`` (Backend.AI's
+    #: ``ai.backend.service-ports`` label).
     service_ports: list[str] = []
+    #: Apps Portside starts on request (``start-service``), beside the built-in ones.
+    apps: dict[str, AppConfig] = {}
     min_cpu: int = 1
     min_mem: str = "256m"
 
@@ -102,6 +113,9 @@ class Config(_Section):
     database_url: str = ""
     #: Seeds Backend.AI's well-known example keypairs.  Never on in production.
     dev: bool = False
+    #: Signs app-proxy tokens and model-service JWTs.  Empty: generated once and kept in the
+    #: data directory; servers sharing a database must set the same value.
+    secret_key: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     log_format: Literal["text", "json"] = "text"
     api: ListenConfig = ListenConfig()

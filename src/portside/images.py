@@ -9,8 +9,10 @@ ipykernel importable) plus the apps it declares.  References are matched on the 
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from portside.config import ImageConfig
@@ -44,14 +46,39 @@ def parse_service_port(spec: str) -> ServicePort:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageApp:
+    name: str
+    protocol: str
+    port: int
+    command: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
 class Image:
     name: str
     python: str
     aliases: tuple[str, ...]
-    service_ports: tuple[ServicePort, ...]
+    apps: tuple[ImageApp, ...]
     min_slots: Slots
     registry: str = "local"
     architecture: str = "x86_64"
+    _modules: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
+
+    def has_module(self, module: str) -> bool:
+        """Whether the runtime can import ``module`` (asked once, then remembered)."""
+        if module not in self._modules:
+            probe = subprocess.run(
+                [
+                    self.python,
+                    "-c",
+                    f"import importlib.util, sys; "
+                    f"sys.exit(importlib.util.find_spec({module!r}) is None)",
+                ],
+                capture_output=True,
+                timeout=60,
+            )
+            self._modules[module] = probe.returncode == 0
+        return self._modules[module]
 
     @property
     def repository(self) -> str:
@@ -67,11 +94,18 @@ class ImageRegistry:
         self._images: dict[str, Image] = {}
         self._lookup: dict[str, Image] = {}
         for name, conf in images.items():
+            declared = [parse_service_port(p) for p in conf.service_ports]
             image = Image(
                 name=name,
                 python=conf.python or sys.executable,
                 aliases=tuple(conf.aliases),
-                service_ports=tuple(parse_service_port(p) for p in conf.service_ports),
+                apps=tuple(
+                    [ImageApp(p.name, p.protocol, p.ports[0], None) for p in declared]
+                    + [
+                        ImageApp(app_name, app.protocol, app.port, tuple(app.command))
+                        for app_name, app in conf.apps.items()
+                    ]
+                ),
                 min_slots={"cpu": Decimal(conf.min_cpu), "mem": parse_binary_size(conf.min_mem)},
                 architecture=architecture,
             )
@@ -79,7 +113,7 @@ class ImageRegistry:
             for key in (name, *conf.aliases):
                 self._lookup[key] = image
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Image]:
         return iter(self._images.values())
 
     def resolve(self, reference: str) -> Image:

@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from portside.api.app import build_app
+from portside.appproxy.server import build_appproxy_app
 from portside.config import Config
 from portside.services.platform import Platform
 
@@ -27,6 +28,7 @@ class ServerInfo:
     """What a running server tells the outside world, also written to ``server.json``."""
 
     api_url: str
+    appproxy_url: str
     env_file: str
     access_key: str
     pid: int
@@ -63,6 +65,8 @@ async def serve(config: Config, on_ready: Callable[[ServerInfo], None] | None = 
     _raise_open_file_limit()
     api_sock = _bind(config.api.host, config.api.port)
     config.api.port = api_sock.getsockname()[1]
+    proxy_sock = _bind(config.appproxy.host, config.appproxy.port)
+    config.appproxy.port = proxy_sock.getsockname()[1]
     platform = Platform(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,8 +76,14 @@ async def serve(config: Config, on_ready: Callable[[ServerInfo], None] | None = 
         runner = web.AppRunner(build_app(platform), access_log=None, handle_signals=False)
         await runner.setup()
         await web.SockSite(runner, api_sock).start()
+        proxy_runner = web.AppRunner(
+            build_appproxy_app(platform.appproxy), access_log=None, handle_signals=False
+        )
+        await proxy_runner.setup()
+        await web.SockSite(proxy_runner, proxy_sock).start()
         info = ServerInfo(
             api_url=config.api_url,
+            appproxy_url=config.appproxy_url,
             env_file=str(platform.credentials.env_file),
             access_key=platform.credentials.admin_access_key,
             pid=os.getpid(),
@@ -88,4 +98,5 @@ async def serve(config: Config, on_ready: Callable[[ServerInfo], None] | None = 
             await stop.wait()
         finally:
             server_file.unlink(missing_ok=True)
+            await proxy_runner.cleanup()
             await runner.cleanup()

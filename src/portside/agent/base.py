@@ -164,5 +164,20 @@ class Agent(Protocol):
 
     async def open_pty(self, kernel_id: str, rows: int, cols: int) -> Pty: ...
 
+    async def start_app(
+        self,
+        kernel_id: str,
+        name: str,
+        port: int,
+        command: list[str] | None,
+        env: dict[str, str],
+    ) -> dict[str, Any]:
+        """Starts an app in the session: ``{"status": "started"|"running"|"failed", ...}``."""
+
+    async def stop_app(self, kernel_id: str, name: str) -> None: ...
+
+    def app_endpoint(self, kernel_id: str, port: int) -> dict[str, Any]:
+        """How the app proxy connects to a port inside the session (see appproxy/connect.py)."""
+
     def kernel_exit(self, kernel_id: str) -> KernelExit | None:
         """Why a kernel this agent knew has died, if it has."""

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from portside.services.platform import Platform
 
-from . import events, gql, session, stream, system
+from . import apps, events, gql, session, stream, system, vfolder
 from .auth import auth_middleware
 from .context import PLATFORM
 from .errors import error_middleware
@@ -23,4 +23,6 @@ def build_app(platform: Platform) -> web.Application:
     app.add_routes(session.routes)
     app.add_routes(stream.routes)
     app.add_routes(events.routes)
+    app.add_routes(vfolder.routes)
+    app.add_routes(apps.routes)
     return app

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,14 +20,13 @@ from portside.db.repositories.identity import Principal, get_active_key
 from portside.errors import AuthFailed, InvalidAPIParameters, InvalidAuthParameters
 
 from .context import PLATFORM
+from .errors import Handler
 
 MAX_CLOCK_SKEW = timedelta(minutes=15)
 _VERSION_RE = re.compile(r"^v(\d+)\.(\d{8})$")
 #: Backend.AI API majors this server speaks (section 3): every client from v4 to v9.
 SUPPORTED_MAJORS = range(4, 10)
 SERVER_API_VERSION = "v9.20250722"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)

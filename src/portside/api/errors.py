@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -23,9 +24,9 @@ from portside.errors import (
     URLNotFound,
 )
 
-from .auth import Handler
-
 log = logging.getLogger("portside.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PROBLEM_JSON = "application/problem+json"
 

@@ -16,6 +16,7 @@ from .options import build_config, config_options
 
 def _banner(info: ServerInfo) -> None:
     click.echo(f"Portside is serving the Backend.AI API at {info.api_url}")
+    click.echo(f"App proxy (wsproxy_addr): {info.appproxy_url}")
     click.echo(f"Administrator credentials: {info.env_file}")
     click.echo(f"Kernel isolation: {info.isolation}")
     if info.isolation.startswith("process"):
@@ -34,6 +35,7 @@ def _banner(info: ServerInfo) -> None:
 @config_options
 @click.option("--host", help="API listen address (default 127.0.0.1).")
 @click.option("--port", type=int, help="API listen port (default 8090; 0 picks a free one).")
+@click.option("--proxy-port", type=int, help="App proxy listen port (default 8091; 0: any).")
 @click.option("--dev", is_flag=True, default=None, help="Seed Backend.AI's example keypairs.")
 @click.option(
     "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity."
@@ -43,6 +45,7 @@ def serve(
     data_dir: Path | None,
     host: str | None,
     port: int | None,
+    proxy_port: int | None,
     dev: bool | None,
     log_level: str | None,
 ) -> None:
@@ -52,6 +55,8 @@ def serve(
         config.api.host = host
     if port is not None:
         config.api.port = port
+    if proxy_port is not None:
+        config.appproxy.port = proxy_port
     setup_logging(config.log_level, config.log_format)
     try:
         asyncio.run(run_server(config, on_ready=_banner))

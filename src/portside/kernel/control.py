@@ -18,10 +18,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from portside.kernel import files
+from portside.kernel.apps import AppManager, ConnectBroker
 from portside.kernel.batch import BatchRun
 from portside.kernel.pty import PtySession
 
 LOG_TAIL_BYTES = 256 * 1024
+LINE_LIMIT = 512 * 1024 * 1024
 
 
 class OpError(Exception):
@@ -55,6 +57,8 @@ class ControlServer:
         self.batch: BatchRun | None = None
         self.pending_input: asyncio.Future[str] | None = None
         self.ptys: dict[str, PtySession] = {}
+        self.apps = AppManager(workdir, rundir)
+        self.broker = ConnectBroker(rundir)
         #: Set by the main thread once ipykernel has bound its sockets.
         self.ready = threading.Event()
         self.ops: dict[str, Op] = {
@@ -72,9 +76,13 @@ class ControlServer:
             "pty_resize": self._pty_resize,
             "pty_close": self._pty_close,
             "logs": self._logs,
+            "app_start": self._app_start,
+            "app_stop": self._app_stop,
+            "app_list": self._app_list,
         }
 
     def start(self) -> None:
+        self.broker.start()
         ready = threading.Event()
         thread = threading.Thread(
             target=lambda: asyncio.run(self._serve(ready)), name="portside-control", daemon=True
@@ -86,10 +94,16 @@ class ControlServer:
         for path in (self.socket_path, self.input_socket):
             if os.path.exists(path):
                 os.unlink(path)
-        await asyncio.start_unix_server(self._client, path=self.socket_path)
+        # One request is one line, and an upload's line carries the whole file (base64).
+        await asyncio.start_unix_server(self._client, path=self.socket_path, limit=LINE_LIMIT)
         await asyncio.start_unix_server(self._input_client, path=self.input_socket)
         ready.set()
         await asyncio.Event().wait()
+
+    def _log(self, message: str) -> None:
+        # Not stderr: ipykernel forwards the process's stderr into the user's cell output.
+        with open(os.path.join(self.rundir, "kernel.log"), "a") as log:
+            log.write(f"control: {message}\n")
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(writer)
@@ -99,6 +113,8 @@ class ControlServer:
                 task = asyncio.create_task(self._handle(conn, json.loads(line)))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+        except (ValueError, ConnectionError) as e:
+            self._log(f"dropped a connection: {type(e).__name__}: {e}")
         finally:
             for task in tasks:
                 task.cancel()
@@ -233,6 +249,17 @@ class ControlServer:
     async def _pty_close(self, conn: Connection, msg: dict[str, Any]) -> Any:
         self._pty(msg).close()
         return {}
+
+    async def _app_start(self, conn: Connection, msg: dict[str, Any]) -> Any:
+        return await self.apps.start(
+            msg["name"], int(msg["port"]), msg.get("command"), msg.get("env", {})
+        )
+
+    async def _app_stop(self, conn: Connection, msg: dict[str, Any]) -> Any:
+        return {"stopped": await self.apps.stop(msg["name"])}
+
+    async def _app_list(self, conn: Connection, msg: dict[str, Any]) -> Any:
+        return {"apps": self.apps.listing()}
 
     async def _logs(self, conn: Connection, msg: dict[str, Any]) -> Any:
         path = os.path.join(self.rundir, "kernel.log")

@@ -14,6 +14,7 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 
 #: The namespaces a kernel joins, in an order that works: the user namespace first (it grants
 #: the capabilities the others need when the server is not root), the mount namespace last
@@ -22,6 +23,7 @@ NAMESPACES = (
     ("user", CLONE_NEWUSER),
     ("ipc", CLONE_NEWIPC),
     ("uts", CLONE_NEWUTS),
+    ("net", CLONE_NEWNET),
     ("pid", CLONE_NEWPID),
     ("mnt", CLONE_NEWNS),
 )

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portside import resources
 from portside.agent.base import Agent, AgentError, KernelExit, KernelInfo, KernelSpec, MountSpec
+from portside.apps import session_apps
 from portside.db.models import (
     DEAD_STATUSES,
     TERMINAL_STATUSES,
@@ -174,6 +175,10 @@ class SessionService:
                 await task
 
     # Lookups ------------------------------------------------------------------------------
+
+    async def get(self, session_id: uuid.UUID) -> SessionRow:
+        async with self.db() as db:
+            return await self._load(db, session_id)
 
     async def _load(self, db: AsyncSession, session_id: uuid.UUID) -> SessionRow:
         row = await db.get(SessionRow, session_id)
@@ -557,7 +562,10 @@ class SessionService:
             self._wakeup.set()
             return
         image = self.images.resolve(row.image)
-        service_ports = [p.as_json() for p in image.service_ports]
+        service_ports = [
+            app.as_service_port()
+            for app in await asyncio.to_thread(session_apps, image, row.preopen_ports)
+        ]
         started = await self._transition(
             session_id,
             "RUNNING",

@@ -659,6 +659,28 @@ class LocalAgent:
         kernel.require_running()
         return LocalPty(kernel, rows, cols)
 
+    async def start_app(
+        self,
+        kernel_id: str,
+        name: str,
+        port: int,
+        command: list[str] | None,
+        env: dict[str, str],
+    ) -> dict[str, Any]:
+        _, control = self._kernel(kernel_id).require_running()
+        result: dict[str, Any] = await control.call(
+            "app_start", name=name, port=port, command=command, env=env
+        )
+        return result
+
+    async def stop_app(self, kernel_id: str, name: str) -> None:
+        _, control = self._kernel(kernel_id).require_running()
+        await control.call("app_stop", name=name)
+
+    def app_endpoint(self, kernel_id: str, port: int) -> dict[str, Any]:
+        kernel = self._kernel(kernel_id)
+        return {"kind": "broker", "path": str(kernel.rundir / "connect.sock"), "port": port}
+
     def kernel_exit(self, kernel_id: str) -> KernelExit | None:
         kernel = self.kernels.get(kernel_id)
         if kernel is None or kernel.state != "dead":

@@ -4,8 +4,10 @@ The sandbox has its own pid, ipc, uts and mount namespaces.  Its file system sho
 directories read-only, a private ``/tmp``, the runtime's interpreter (read-only), the session's
 working directory at ``/home/work``, its data folders below that, and the run directory (the
 kernel's sockets) at ``/run/portside``; nothing else of the host, in particular not the server's
-data directory or other sessions.  The network is the host's, as with host networking in a
-container: apps listen on loopback and are reached through the app proxy.
+data directory or other sessions.  Each sandbox has its own network namespace with only a
+loopback device: a session's apps listen on ports no other session can reach, two sessions can
+use the same port, and the app proxy reaches apps through the kernel's connection broker
+(portside/kernel/apps.py).
 
 bubblewrap runs a tiny holder command (``sleep``) as the sandbox's first process; the kernel is
 forked by the zygote and joins the holder's namespaces (see portside/kernel/zygote.py).  Killing
@@ -106,6 +108,7 @@ def bwrap_args(
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
+        "--unshare-net",
         "--hostname",
         hostname,
         "--proc",

@@ -39,10 +39,7 @@ class Image(graphene.ObjectType):
 
 
 def _image(entry: ImageEntry) -> dict[str, Any]:
-    ports = ",".join(
-        f"{p.name}:{p.protocol}:{p.ports[0] if len(p.ports) == 1 else list(p.ports)}"
-        for p in entry.service_ports
-    )
+    ports = ",".join(f"{app.name}:{app.protocol}:{app.port}" for app in entry.apps)
     return {
         "id": entry.name,
         "name": entry.repository,

@@ -1,0 +1,228 @@
+"""Circuits: one listening port per opened app, relaying to it inside its session.
+
+A circuit for an interactive app admits a browser that holds the circuit's permit cookie (set
+by ``/_portside/setup`` from a short-lived token); the model-service ingress adds circuits that
+check a bearer token instead (see services).  Every request re-checks that the session still
+runs, so a destroyed session's circuit answers 404 at once, and proxied traffic keeps the
+session from being reaped as idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from portside.services import tokens
+
+from .connect import AppConnector, ConnectError, Endpoint
+from .relay import forward_headers, is_websocket, relay_http, relay_websocket
+
+log = logging.getLogger("portside.appproxy")
+
+PERMIT = "permit"
+PERMIT_SETUP = "permit-setup"
+SETUP_PATH = "/_portside/setup"
+#: Sessions are marked active at most this often while traffic flows through a circuit.
+TOUCH_INTERVAL = 5.0
+
+
+def problem(status: int, title: str, msg: str) -> web.Response:
+    body = {"type": f"https://api.backend.ai/probs/app-proxy-{status}", "title": title, "msg": msg}
+    return web.json_response(
+        body,
+        status=status,
+        content_type="application/problem+json",
+        headers={"Access-Control-Allow-Origin": "*"},
+    )
+
+
+@dataclass
+class Route:
+    """Where a request goes: an app port inside a session."""
+
+    session_id: uuid.UUID
+    endpoint: Endpoint
+
+
+#: Returns the route for a request, or None when the target is gone (answered with 404).
+RouteSource = Callable[[], Awaitable[Route | None]]
+#: Raises ``web.HTTPException``-like responses by returning one; None admits the request.
+Gate = Callable[["Circuit", web.Request], Awaitable[web.StreamResponse | None]]
+Activity = Callable[[uuid.UUID, int], Awaitable[None]]
+
+
+@dataclass
+class Circuit:
+    id: str
+    key: tuple[Any, ...]
+    route: RouteSource
+    gate: Gate
+    activity: Activity
+    secret: str
+    permit_ttl: float
+    port: int = 0
+    base_url: str = ""
+    runner: web.AppRunner | None = None
+    client: aiohttp.ClientSession | None = None
+    _endpoint: Endpoint | None = None
+    _last_touch: dict[uuid.UUID, float] = field(default_factory=dict)
+
+    @property
+    def cookie_name(self) -> str:
+        return f"portside_permit_{self.id[:12]}"
+
+    async def _current_endpoint(self) -> Endpoint:
+        if self._endpoint is None:
+            raise ConnectError("the app is not available")
+        return self._endpoint
+
+    async def start(self, host: str, advertise_host: str) -> None:
+        self.client = aiohttp.ClientSession(
+            connector=AppConnector(self._current_endpoint, limit=0, force_close=False),
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        )
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        sock.listen(128)
+        sock.setblocking(False)
+        await web.SockSite(self.runner, sock).start()
+        self.port = sock.getsockname()[1]
+        self.base_url = f"http://{advertise_host}:{self.port}"
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    def permit_setup_token(self, user_id: str, ttl: float = 300.0) -> str:
+        return tokens.issue(
+            self.secret, PERMIT_SETUP, {"cid": self.id, "uid": user_id}, time.time() + ttl
+        )
+
+    async def _setup(self, request: web.Request) -> web.StreamResponse:
+        try:
+            claims = tokens.verify(self.secret, request.query.get("token", ""), PERMIT_SETUP)
+        except tokens.TokenError as e:
+            return problem(403, "Forbidden", f"cannot open the app: {e}")
+        if claims.get("cid") != self.id:
+            return problem(403, "Forbidden", "this link was made for another app")
+        permit = tokens.issue(
+            self.secret,
+            PERMIT,
+            {"cid": self.id, "uid": claims["uid"]},
+            time.time() + self.permit_ttl,
+        )
+        response = web.HTTPFound(request.query.get("redirect", "/"))
+        response.set_cookie(
+            self.cookie_name,
+            permit,
+            max_age=int(self.permit_ttl),
+            httponly=True,
+            samesite="Lax",
+            path="/",
+        )
+        return response
+
+    def has_permit(self, request: web.Request) -> str | None:
+        """Why the browser may not in, or None when its permit is good."""
+        cookie = request.cookies.get(self.cookie_name)
+        if cookie is None:
+            return "open the app through its link first (no permit)"
+        try:
+            claims = tokens.verify(self.secret, cookie, PERMIT)
+        except tokens.TokenError as e:
+            return str(e)
+        if claims.get("cid") != self.id:
+            return "the permit belongs to another app"
+        return None
+
+    async def _touch(self, session_id: uuid.UUID) -> None:
+        now = time.monotonic()
+        if now - self._last_touch.get(session_id, 0.0) > TOUCH_INTERVAL:
+            self._last_touch[session_id] = now
+            await self.activity(session_id, 0)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path == SETUP_PATH:
+            return await self._setup(request)
+        refusal = await self.gate(self, request)
+        if refusal is not None:
+            return refusal
+        route = await self.route()
+        if route is None:
+            return problem(404, "Not Found", "the session behind this app has ended")
+        self._endpoint = route.endpoint
+        assert self.client is not None
+        headers = forward_headers(
+            request, drop_cookie=self.cookie_name, drop_authorization=self.key[0] == "service"
+        )
+        base = f"http://127.0.0.1:{route.endpoint['port']}"
+        await self._touch(route.session_id)
+        try:
+            if is_websocket(request):
+                await self.activity(route.session_id, +1)
+                try:
+                    return await relay_websocket(request, self.client, base, headers)
+                finally:
+                    await self.activity(route.session_id, -1)
+            return await relay_http(request, self.client, base, headers)
+        except aiohttp.ClientConnectorError as e:
+            return problem(502, "Bad Gateway", f"the app is not answering: {e.os_error}")
+        except aiohttp.WSServerHandshakeError as e:
+            return problem(502, "Bad Gateway", f"the app refused the WebSocket: {e.message}")
+
+
+class CircuitManager:
+    def __init__(self, *, host: str, advertise_host: str, permit_ttl: float) -> None:
+        self.host = host
+        self.advertise_host = advertise_host
+        #: Set when the platform starts (``tokens.load_secret``).
+        self.secret = ""
+        self.permit_ttl = permit_ttl
+        self._circuits: dict[tuple[Any, ...], Circuit] = {}
+        self._lock = asyncio.Lock()
+
+    async def get_or_create(
+        self, key: tuple[Any, ...], route: RouteSource, gate: Gate, activity: Activity
+    ) -> Circuit:
+        async with self._lock:
+            circuit = self._circuits.get(key)
+            if circuit is None:
+                circuit = Circuit(
+                    uuid.uuid4().hex, key, route, gate, activity, self.secret, self.permit_ttl
+                )
+                await circuit.start(self.host, self.advertise_host)
+                self._circuits[key] = circuit
+                log.info("circuit opened", extra={"circuit": circuit.id, "port": circuit.port})
+            return circuit
+
+    def find(self, key: tuple[Any, ...]) -> Circuit | None:
+        return self._circuits.get(key)
+
+    async def close_where(self, predicate: Callable[[tuple[Any, ...]], bool]) -> None:
+        async with self._lock:
+            doomed = [k for k in self._circuits if predicate(k)]
+            circuits = [self._circuits.pop(k) for k in doomed]
+        for circuit in circuits:
+            with contextlib.suppress(Exception):
+                await circuit.close()
+
+    async def close(self) -> None:
+        await self.close_where(lambda key: True)

@@ -1,0 +1,171 @@
+"""In-session apps: starting them, and handing the app proxy connections to them.
+
+Apps (the web terminal, Jupyter, a model server) listen on loopback ports inside the session's
+own network namespace, where nothing outside the sandbox can reach them.  The app proxy asks
+the connection broker for a connection to a port; the broker connects from inside the
+namespace and passes the connected socket back over its Unix socket (``SCM_RIGHTS``), so
+proxied traffic flows between the proxy and the app with no copy through this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from portside.kernel.batch import PROGRAM_OOM_SCORE_ADJ
+
+#: How long an app may take to start listening (Backend.AI's runner waits 30 s as well).
+LAUNCH_TIMEOUT = 30.0
+
+
+@dataclass
+class App:
+    name: str
+    port: int
+    process: asyncio.subprocess.Process | None = None
+    log_path: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+async def _port_open(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+class AppManager:
+    def __init__(self, workdir: str, rundir: str) -> None:
+        self.workdir = workdir
+        self.rundir = rundir
+        self.apps: dict[str, App] = {}
+        self._lock = asyncio.Lock()
+
+    async def start(
+        self, name: str, port: int, command: list[str] | None, env: dict[str, str]
+    ) -> dict[str, Any]:
+        """Starts an app unless it runs already; ``command`` None means the user runs it."""
+        async with self._lock:
+            app = self.apps.get(name)
+            if app is not None and (app.process is None or app.process.returncode is None):
+                return {"status": "running", "port": app.port}
+            if command is None:
+                self.apps[name] = App(name, port)
+                return {"status": "started", "port": port}
+            log_path = os.path.join(self.rundir, f"app-{name}.log")
+            log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *command,
+                    cwd=self.workdir,
+                    env={**os.environ, **env},
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    preexec_fn=_raise_oom_score,
+                )
+            except OSError as e:
+                return {"status": "failed", "error": f"cannot run {command[0]}: {e}"}
+            finally:
+                log.close()
+            app = App(name, port, process, log_path, env)
+            self.apps[name] = app
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LAUNCH_TIMEOUT
+        while loop.time() < deadline:
+            if process.returncode is not None:
+                return {"status": "failed", "error": self._failure(app, "exited")}
+            if await _port_open(port):
+                return {"status": "started", "port": port}
+            await asyncio.sleep(0.05)
+        process.kill()
+        return {"status": "failed", "error": self._failure(app, "did not listen in time")}
+
+    def _failure(self, app: App, what: str) -> str:
+        try:
+            with open(app.log_path, "rb") as f:
+                tail = f.read()[-2000:].decode("utf-8", "replace")
+        except OSError:
+            tail = ""
+        return f"{app.name} {what} (port {app.port}): {tail.strip()}".strip()
+
+    async def stop(self, name: str) -> bool:
+        app = self.apps.pop(name, None)
+        if app is None:
+            return False
+        if app.process is not None and app.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(app.process.pid, 15)
+            try:
+                await asyncio.wait_for(app.process.wait(), 2)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(app.process.pid, 9)
+        return True
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": app.name,
+                "port": app.port,
+                "running": app.process is None or app.process.returncode is None,
+            }
+            for app in self.apps.values()
+        ]
+
+
+def _raise_oom_score() -> None:
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write(str(PROGRAM_OOM_SCORE_ADJ))
+
+
+class ConnectBroker:
+    """Answers ``{"port": N}`` on ``connect.sock`` with a socket connected to that port."""
+
+    def __init__(self, rundir: str) -> None:
+        self.path = os.path.join(rundir, "connect.sock")
+
+    def start(self) -> None:
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(self.path)
+        server.listen(128)
+        threading.Thread(
+            target=self._serve, args=(server,), name="portside-connect", daemon=True
+        ).start()
+
+    def _serve(self, server: socket.socket) -> None:
+        while True:
+            client, _ = server.accept()
+            threading.Thread(target=self._answer, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _answer(client: socket.socket) -> None:
+        with client:
+            try:
+                request = json.loads(client.makefile("rb").readline())
+                port = int(request["port"])
+            except (ValueError, KeyError, TypeError):
+                client.sendall(b'{"error": "send {\\"port\\": N}"}\n')
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
+            except OSError as e:
+                client.sendall(json.dumps({"error": f"port {port}: {e.strerror}"}).encode() + b"\n")
+                return
+            with upstream:
+                upstream.settimeout(None)
+                upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                socket.send_fds(client, [b'{"ok": true}\n'], [upstream.fileno()])
