@@ -171,8 +171,13 @@ class Agent(Protocol):
         port: int,
         command: list[str] | None,
         env: dict[str, str],
+        *,
+        wait: bool = True,
     ) -> dict[str, Any]:
-        """Starts an app in the session: ``{"status": "started"|"running"|"failed", ...}``."""
+        """Starts an app in the session: ``{"status": "started"|"running"|"failed", ...}``.
+
+        ``wait`` waits until the app listens on ``port``.
+        """
 
     async def stop_app(self, kernel_id: str, name: str) -> None: ...
 

@@ -7,6 +7,7 @@ Backend.AI's names, with the aliases its DTOs accept (``clientSessionToken`` for
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import tarfile
@@ -18,6 +19,7 @@ from urllib.parse import unquote
 from aiohttp import BodyPartReader, MultipartWriter, web
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from portside import durations
 from portside.errors import InvalidAPIParameters, NotImplementedAPI, RequestTooLarge
 from portside.services.execution import Target
 from portside.services.sessions import SessionRequest
@@ -91,31 +93,11 @@ class CreateSessionBody(BaseModel):
         return value
 
 
-def _parse_duration(value: float | str | None) -> float | None:
-    if value is None or isinstance(value, (int, float)):
-        return value
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    text = value.strip()
-    try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text)
-    except ValueError:
-        raise InvalidAPIParameters(f"{value!r} is not a duration (e.g. 30s, 5m, 1h)") from None
-
-
 def _parse_starts_at(value: str | None) -> datetime | None:
     if not value:
         return None
-    seconds = None
-    try:
-        seconds = _parse_duration(value)
-    except InvalidAPIParameters:
-        pass
-    if seconds is not None:
-        from datetime import timedelta
-
-        return datetime.now(UTC) + timedelta(seconds=seconds)
+    with contextlib.suppress(InvalidAPIParameters):
+        return durations.after(datetime.now(UTC), value)
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
@@ -162,7 +144,9 @@ async def create(request: web.Request) -> web.Response:
         max_wait=body.max_wait or 0,
         reuse=body.reuse if body.reuse is not None else True,
         architecture=body.architecture,
-        batch_timeout=_parse_duration(body.batch_timeout),
+        batch_timeout=(
+            durations.seconds(body.batch_timeout) if body.batch_timeout is not None else None
+        ),
         starts_at=_parse_starts_at(body.starts_at),
         callback_url=body.callback_url,
         dependencies=body.dependencies or [],

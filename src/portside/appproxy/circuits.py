@@ -48,14 +48,22 @@ def problem(status: int, title: str, msg: str) -> web.Response:
 
 @dataclass
 class Route:
-    """Where a request goes: an app port inside a session."""
+    """Where a request goes: an app port inside a session.
+
+    ``label`` names the replica (one per route of a model service), ``release`` is called when
+    the request is done, and ``broken`` when the replica could not even be connected to.
+    """
 
     session_id: uuid.UUID
     endpoint: Endpoint
+    label: str = "app"
+    release: Callable[[], None] | None = None
+    broken: Callable[[], None] | None = None
 
 
-#: Returns the route for a request, or None when the target is gone (answered with 404).
-RouteSource = Callable[[], Awaitable[Route | None]]
+#: Returns the route for a request, skipping the labels given, or None when no target is
+#: left (answered with 404, or 503 when some were tried).
+RouteSource = Callable[[set[str]], Awaitable[Route | None]]
 #: Raises ``web.HTTPException``-like responses by returning one; None admits the request.
 Gate = Callable[["Circuit", web.Request], Awaitable[web.StreamResponse | None]]
 Activity = Callable[[uuid.UUID, int], Awaitable[None]]
@@ -74,21 +82,23 @@ class Circuit:
     base_url: str = ""
     runner: web.AppRunner | None = None
     client: aiohttp.ClientSession | None = None
-    _endpoint: Endpoint | None = None
+    #: Replica label to where it is; the connector looks the request's host label up here.
+    _endpoints: dict[str, Endpoint] = field(default_factory=dict)
     _last_touch: dict[uuid.UUID, float] = field(default_factory=dict)
 
     @property
     def cookie_name(self) -> str:
         return f"portside_permit_{self.id[:12]}"
 
-    async def _current_endpoint(self) -> Endpoint:
-        if self._endpoint is None:
+    async def _endpoint_for(self, label: str) -> Endpoint:
+        endpoint = self._endpoints.get(label)
+        if endpoint is None:
             raise ConnectError("the app is not available")
-        return self._endpoint
+        return endpoint
 
-    async def start(self, host: str, advertise_host: str) -> None:
+    async def start(self, host: str, advertise_host: str, port: int = 0) -> None:
         self.client = aiohttp.ClientSession(
-            connector=AppConnector(self._current_endpoint, limit=0, force_close=False),
+            connector=AppConnector(self._endpoint_for, limit=0, force_close=False),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
@@ -98,7 +108,11 @@ class Circuit:
         await self.runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, 0))
+        try:
+            sock.bind((host, port))
+        except OSError:
+            # The port it had before a restart is taken: a new one, and a new URL.
+            sock.bind((host, 0))
         sock.listen(128)
         sock.setblocking(False)
         await web.SockSite(self.runner, sock).start()
@@ -165,28 +179,40 @@ class Circuit:
         refusal = await self.gate(self, request)
         if refusal is not None:
             return refusal
-        route = await self.route()
-        if route is None:
-            return problem(404, "Not Found", "the session behind this app has ended")
-        self._endpoint = route.endpoint
         assert self.client is not None
-        headers = forward_headers(
-            request, drop_cookie=self.cookie_name, drop_authorization=self.key[0] == "service"
-        )
-        base = f"http://127.0.0.1:{route.endpoint['port']}"
-        await self._touch(route.session_id)
-        try:
-            if is_websocket(request):
-                await self.activity(route.session_id, +1)
-                try:
-                    return await relay_websocket(request, self.client, base, headers)
-                finally:
-                    await self.activity(route.session_id, -1)
-            return await relay_http(request, self.client, base, headers)
-        except aiohttp.ClientConnectorError as e:
-            return problem(502, "Bad Gateway", f"the app is not answering: {e.os_error}")
-        except aiohttp.WSServerHandshakeError as e:
-            return problem(502, "Bad Gateway", f"the app refused the WebSocket: {e.message}")
+        tried: set[str] = set()
+        failure = ""
+        # A replica that cannot be connected to is skipped and another one tried: nothing was
+        # sent to it yet, so even a POST is safe to send elsewhere.
+        while (route := await self.route(tried)) is not None:
+            tried.add(route.label)
+            self._endpoints[route.label] = route.endpoint
+            headers = forward_headers(
+                request, drop_cookie=self.cookie_name, drop_authorization=self.key[0] == "service"
+            )
+            headers["Host"] = f"127.0.0.1:{route.endpoint['port']}"
+            base = f"http://{route.label}:{route.endpoint['port']}"
+            await self._touch(route.session_id)
+            try:
+                if is_websocket(request):
+                    await self.activity(route.session_id, +1)
+                    try:
+                        return await relay_websocket(request, self.client, base, headers)
+                    finally:
+                        await self.activity(route.session_id, -1)
+                return await relay_http(request, self.client, base, headers)
+            except aiohttp.ClientConnectorError as e:
+                failure = f"the app is not answering: {e.os_error}"
+                if route.broken is not None:
+                    route.broken()
+            except aiohttp.WSServerHandshakeError as e:
+                return problem(502, "Bad Gateway", f"the app refused the WebSocket: {e.message}")
+            finally:
+                if route.release is not None:
+                    route.release()
+        if failure:
+            return problem(502, "Bad Gateway", failure)
+        return problem(404, "Not Found", "the session behind this app has ended")
 
 
 class CircuitManager:
@@ -200,7 +226,13 @@ class CircuitManager:
         self._lock = asyncio.Lock()
 
     async def get_or_create(
-        self, key: tuple[Any, ...], route: RouteSource, gate: Gate, activity: Activity
+        self,
+        key: tuple[Any, ...],
+        route: RouteSource,
+        gate: Gate,
+        activity: Activity,
+        *,
+        port: int = 0,
     ) -> Circuit:
         async with self._lock:
             circuit = self._circuits.get(key)
@@ -208,7 +240,7 @@ class CircuitManager:
                 circuit = Circuit(
                     uuid.uuid4().hex, key, route, gate, activity, self.secret, self.permit_ttl
                 )
-                await circuit.start(self.host, self.advertise_host)
+                await circuit.start(self.host, self.advertise_host, port)
                 self._circuits[key] = circuit
                 log.info("circuit opened", extra={"circuit": circuit.id, "port": circuit.port})
             return circuit

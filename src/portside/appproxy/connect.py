@@ -52,7 +52,8 @@ async def open_socket(endpoint: Endpoint) -> socket.socket:
     raise ConnectError(f"unknown endpoint kind {kind!r}")
 
 
-EndpointSource = Callable[[], Awaitable[Endpoint]]
+#: Maps the host label of a request's URL to the endpoint it stands for.
+EndpointSource = Callable[[str], Awaitable[Endpoint]]
 
 
 class AppConnector(aiohttp.BaseConnector):
@@ -70,7 +71,7 @@ class AppConnector(aiohttp.BaseConnector):
         self, req: aiohttp.ClientRequest, traces: Any, timeout: aiohttp.ClientTimeout
     ) -> ResponseHandler:
         try:
-            sock = await open_socket(await self._source())
+            sock = await open_socket(await self._source(req.url.host or ""))
         except ConnectError as e:
             raise aiohttp.ClientConnectorError(req.connection_key, OSError(str(e))) from e
         _, protocol = await self._loop.create_connection(self._factory, sock=sock)

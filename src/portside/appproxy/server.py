@@ -46,7 +46,9 @@ class AppProxy:
         return None if reason is None else problem(403, "Forbidden", reason)
 
     async def open_app(self, session_id: uuid.UUID, app_name: str, user_id: str) -> Circuit:
-        async def route() -> Route | None:
+        async def route(tried: set[str]) -> Route | None:
+            if tried:
+                return None
             running = await self.apps.running_app(session_id, app_name)
             if running is None:
                 return None

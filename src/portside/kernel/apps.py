@@ -52,9 +52,19 @@ class AppManager:
         self._lock = asyncio.Lock()
 
     async def start(
-        self, name: str, port: int, command: list[str] | None, env: dict[str, str]
+        self,
+        name: str,
+        port: int,
+        command: list[str] | None,
+        env: dict[str, str],
+        *,
+        wait: bool = True,
     ) -> dict[str, Any]:
-        """Starts an app unless it runs already; ``command`` None means the user runs it."""
+        """Starts an app unless it runs already; ``command`` None means the user runs it.
+
+        With ``wait`` false it returns once the process runs: model servers may load for
+        minutes, and their health checks, not a port probe, say when they are ready.
+        """
         async with self._lock:
             app = self.apps.get(name)
             if app is not None and (app.process is None or app.process.returncode is None):
@@ -81,6 +91,8 @@ class AppManager:
                 log.close()
             app = App(name, port, process, log_path, env)
             self.apps[name] = app
+        if not wait:
+            return {"status": "started", "port": port}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LAUNCH_TIMEOUT
         while loop.time() < deadline:

@@ -252,7 +252,11 @@ class ControlServer:
 
     async def _app_start(self, conn: Connection, msg: dict[str, Any]) -> Any:
         return await self.apps.start(
-            msg["name"], int(msg["port"]), msg.get("command"), msg.get("env", {})
+            msg["name"],
+            int(msg["port"]),
+            msg.get("command"),
+            msg.get("env", {}),
+            wait=msg.get("wait", True),
         )
 
     async def _app_stop(self, conn: Connection, msg: dict[str, Any]) -> Any:

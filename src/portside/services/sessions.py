@@ -217,6 +217,20 @@ class SessionService:
 
     # Creation ------------------------------------------------------------------------------
 
+    def requested_slots(self, image: Image, requested: dict[str, Any]) -> resources.Slots:
+        """A request's slots, image minimums filled in; a 400 if it can never be served."""
+        slots = self._requested_slots(image, requested)
+        impossible = never_fits(slots, self._capacity)
+        if impossible:
+            raise InvalidAPIParameters(
+                "the request can never be served here: " + "; ".join(impossible),
+                data={
+                    "requested": resources.to_json(slots),
+                    "capacity": resources.to_json(self._capacity),
+                },
+            )
+        return slots
+
     def _requested_slots(self, image: Image, requested: dict[str, Any]) -> resources.Slots:
         slots = resources.parse_slots(requested, self._capacity.keys() | {"cpu", "mem"})
         for slot, minimum in image.min_slots.items():
@@ -256,16 +270,7 @@ class SessionService:
             existing = await self._find_live_by_name(db, owner.access_key, name)
             if existing is not None:
                 return self._reuse_or_refuse(existing, image, req)
-        slots = self._requested_slots(image, req.resources)
-        impossible = never_fits(slots, self._capacity)
-        if impossible:
-            raise InvalidAPIParameters(
-                "the request can never be served here: " + "; ".join(impossible),
-                data={
-                    "requested": resources.to_json(slots),
-                    "capacity": resources.to_json(self._capacity),
-                },
-            )
+        slots = self.requested_slots(image, req.resources)
         async with self.db() as db, db.begin():
             group = await identity.get_group(db, req.domain, req.group)
             if not owner.is_superadmin and not await identity.is_group_member(
@@ -643,6 +648,10 @@ class SessionService:
             row = await self.resolve(db, principal, reference, owner_access_key)
         return await self._destroy_row(row.id, forced=forced, reason=reason)
 
+    async def destroy_by_id(self, session_id: uuid.UUID, *, reason: str) -> dict[str, Any]:
+        """Ends a session on the platform's own behalf (a replica being replaced, say)."""
+        return await self._destroy_row(session_id, forced=False, reason=reason)
+
     async def _destroy_row(
         self, session_id: uuid.UUID, *, forced: bool, reason: str
     ) -> dict[str, Any]:
@@ -722,7 +731,10 @@ class SessionService:
                     .join(
                         KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy
                     )
-                    .where(SessionRow.status == "RUNNING", SessionRow.type != "batch")
+                    .where(
+                        SessionRow.status == "RUNNING",
+                        SessionRow.type.not_in(("batch", "inference")),
+                    )
                 )
             ).tuples()
             candidates = list(rows)

@@ -666,10 +666,12 @@ class LocalAgent:
         port: int,
         command: list[str] | None,
         env: dict[str, str],
+        *,
+        wait: bool = True,
     ) -> dict[str, Any]:
         _, control = self._kernel(kernel_id).require_running()
         result: dict[str, Any] = await control.call(
-            "app_start", name=name, port=port, command=command, env=env
+            "app_start", name=name, port=port, command=command, env=env, wait=wait
         )
         return result
 
