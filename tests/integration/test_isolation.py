@@ -122,7 +122,8 @@ def test_a_killed_kernel_marks_its_session_error(
 
 
 def test_running_sessions_survive_a_server_restart(tmp_path: Path) -> None:
-    with running_server(tmp_path) as server, Session(config=config_for(server)) as api:
+    first = running_server(tmp_path, keep_kernels=True)
+    with first as server, Session(config=config_for(server)) as api:
         compute = api.ComputeSession.get_or_create("python", name="survivor")
         run(compute, "answer = 42")
         session_id = compute.id
