@@ -30,8 +30,8 @@ max_upload_file_size = 4194304
 port = 0
 
 [resources]
-cpu = 16
-mem = "64g"
+cpu = 32
+mem = "256g"
 detect_gpus = false
 
 [resources.mock_cuda]

@@ -157,7 +157,7 @@ def test_bad_creation_requests_say_what_is_wrong(api: Session) -> None:
 
 
 def test_session_waits_pending_until_capacity_frees(api: Session, new_session: Any) -> None:
-    big = new_session(resources={"cpu": 12})
+    big = new_session(resources={"cpu": 28})
     waiting = new_session(resources={"cpu": 8}, enqueue_only=True)
     deadline = time.monotonic() + 10
     while not (info := waiting.get_info())["statusInfo"]:

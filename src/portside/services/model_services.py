@@ -49,6 +49,8 @@ log = logging.getLogger("portside.model_services")
 SERVICE_TOKEN = "service-token"
 NAME_RE = re.compile(r"^(?=.{4,24}$)\w[\w-]*\w$")
 RECONCILE_INTERVAL = 0.5
+#: How long creating a service waits for its first replica to serve.
+CREATE_WAIT = 30.0
 #: How long a replica taken out of the rotation may finish its requests.
 DRAIN_TIMEOUT = 30.0
 LIVE_ROUTES = ("PROVISIONING", "HEALTHY", "UNHEALTHY", "DRAINING")
@@ -326,7 +328,21 @@ class ModelServiceManager:
         self.endpoints[row.id] = state
         await self._open_ingress(state)
         self._wakeup.set()
+        await self._wait_until_serving(state, CREATE_WAIT)
         return self.describe(state)
+
+    async def _wait_until_serving(self, state: EndpointState, timeout: float) -> None:
+        """Gives the first replica a chance to come up, so the reply can carry a live URL.
+
+        Models that load for longer leave ``url`` empty in the reply; it appears in
+        ``info()`` once a replica passes its health check.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while state.row.replicas > 0 and loop.time() < deadline:
+            if any(r.status == "HEALTHY" for r in state.replicas.values()):
+                return
+            await asyncio.sleep(0.1)
 
     async def _read_definition(
         self, folder_id: uuid.UUID, definition_path: str | None
