@@ -126,6 +126,8 @@ class Config(_Section):
     #: Seconds a session may sit idle before it is terminated, unless its keypair's resource
     #: policy says otherwise.  0 disables the check.
     idle_timeout: float = 600.0
+    #: The size quota of a new data folder when its creator names none, in bytes (0: none).
+    vfolder_quota: int = Field(default=0, ge=0)
     #: Per-file and per-request limits for session file uploads, in bytes.
     max_upload_file_size: int = 64 * 1024 * 1024
     max_upload_total_size: int = 256 * 1024 * 1024

@@ -169,7 +169,8 @@ def test_download_files(official: OfficialClient, server: RunningServer, tmp_pat
     workdir, dest = tmp_path / "work", tmp_path / "dest"
     workdir.mkdir()
     dest.mkdir()
-    payload = os.urandom(50_000)
+    # 100 kB each way: under the manager's 1 MiB limits, over asyncio's default 64 KiB lines.
+    payload = os.urandom(100_000)
     (workdir / "payload.bin").write_bytes(payload)
     result = official.run_json(
         "session_download.py",
@@ -181,7 +182,7 @@ def test_download_files(official: OfficialClient, server: RunningServer, tmp_pat
     assert result["made"]["exitCode"] == 0
     assert sorted(result["download"]["file_names"]) == ["made.bin", "payload.bin"]
     assert (dest / "payload.bin").read_bytes() == payload
-    assert (dest / "made.bin").read_bytes() == bytes(range(256)) * 4
+    assert (dest / "made.bin").read_bytes() == bytes(range(256)) * 400
 
 
 def test_interrupt(official: OfficialClient, server: RunningServer) -> None:
@@ -203,10 +204,11 @@ def test_cli_run(official: OfficialClient, server: RunningServer) -> None:
     """``backend.ai run --rm python -c 'print(1)'`` prints 1 and removes its session."""
     proc = _cli(official, server, "run", "--rm", "python", "-c", "print(1)")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "1" in proc.stdout.splitlines(), proc.stdout
-    assert "exit code = 0" in proc.stdout
-    match = re.search(r"Session (\S+) is ready", proc.stdout)
-    assert match, proc.stdout
+    # The program's output on stdout; the CLI's progress lines on stderr.
+    assert proc.stdout.splitlines() == ["1"], proc.stdout
+    assert "exit code = 0" in proc.stderr
+    match = re.search(r"Session (\S+) is ready", proc.stderr)
+    assert match, proc.stderr
     _assert_gone(server, match.group(1))
 
 

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from portside.services.platform import Platform
 
-from . import apps, events, gql, session, stream, system, vfolder
+from . import apps, events, gql, service, session, stream, system, vfolder
 from .auth import auth_middleware
 from .context import PLATFORM
 from .errors import error_middleware
@@ -25,4 +25,5 @@ def build_app(platform: Platform) -> web.Application:
     app.add_routes(events.routes)
     app.add_routes(vfolder.routes)
     app.add_routes(apps.routes)
+    app.add_routes(service.routes)
     return app

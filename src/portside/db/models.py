@@ -196,3 +196,129 @@ class SessionRow(Base):
     kernel_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     kernel_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     service_ports: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class VFolderRow(Base):
+    """A virtual folder: a directory on a volume host, owned by a user or by a project.
+
+    Names are unique per owner (a user's own folders, or a project's folders), which is what
+    lets the official client address a folder by name.
+    """
+
+    __tablename__ = "vfolders"
+    __table_args__ = (
+        sa.Index(
+            "uq_vfolders_user_name",
+            "user_id",
+            "name",
+            unique=True,
+            sqlite_where=sa.text("ownership_type = 'user'"),
+            postgresql_where=sa.text("ownership_type = 'user'"),
+        ),
+        sa.Index(
+            "uq_vfolders_group_name",
+            "group_id",
+            "name",
+            unique=True,
+            sqlite_where=sa.text("ownership_type = 'group'"),
+            postgresql_where=sa.text("ownership_type = 'group'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    host: Mapped[str] = mapped_column(sa.String(64), default="local")
+    domain_name: Mapped[str] = mapped_column(sa.String(64))
+    #: "user" (``user_id`` owns it) or "group" (members of ``group_id`` share it).
+    ownership_type: Mapped[str] = mapped_column(sa.String(16))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("users.uuid", ondelete="CASCADE"), default=None, index=True
+    )
+    group_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("groups.id", ondelete="CASCADE"), default=None, index=True
+    )
+    #: The email of whoever created it.
+    creator: Mapped[str] = mapped_column(sa.String(128))
+    #: "general", "data" or "model", as Backend.AI labels a folder's purpose.
+    usage_mode: Mapped[str] = mapped_column(sa.String(16), default="general")
+    #: "ro", "rw" or "wd": what sessions (and project members) may do with it.
+    permission: Mapped[str] = mapped_column(sa.String(8), default="rw")
+    #: Size limit in bytes; 0 means unlimited.
+    quota: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    cloneable: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(sa.String(16), default="ready")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class EndpointRow(Base):
+    """A model service: a name, a model folder, and the replicas serving it behind one URL."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (
+        sa.Index(
+            "uq_endpoints_live_name",
+            "access_key",
+            "name",
+            unique=True,
+            sqlite_where=sa.text("status != 'DESTROYED'"),
+            postgresql_where=sa.text("status != 'DESTROYED'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.String(64))
+    access_key: Mapped[str] = mapped_column(sa.String(20), index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    domain_name: Mapped[str] = mapped_column(sa.String(64))
+    group_id: Mapped[uuid.UUID] = mapped_column()
+    image: Mapped[str] = mapped_column(sa.String(256))
+    model_id: Mapped[uuid.UUID] = mapped_column()
+    model_mount_destination: Mapped[str] = mapped_column(sa.String(256), default="/models")
+    model_definition_path: Mapped[str | None] = mapped_column(sa.String(256), default=None)
+    #: The validated model definition at creation, so replicas start the same way later.
+    model_definition: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    runtime_variant: Mapped[str] = mapped_column(sa.String(32), default="custom")
+    replicas: Mapped[int] = mapped_column(default=1)
+    resources: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resource_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    environ: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    open_to_public: Mapped[bool] = mapped_column(default=False)
+    #: "PROVISIONING", "HEALTHY", "DEGRADED", "DESTROYING" or "DESTROYED".
+    status: Mapped[str] = mapped_column(sa.String(16), default="PROVISIONING")
+    #: The port of its ingress on the app proxy, kept so its URL survives restarts.
+    ingress_port: Mapped[int | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    destroyed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class RouteRow(Base):
+    """One replica of a model service: an inference session and its share of the traffic."""
+
+    __tablename__ = "routes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("endpoints.id", ondelete="CASCADE"), index=True
+    )
+    session_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    #: "PROVISIONING", "HEALTHY", "UNHEALTHY", "DRAINING", "FAILED" or "TERMINATED".
+    status: Mapped[str] = mapped_column(sa.String(16), default="PROVISIONING")
+    status_info: Mapped[str | None] = mapped_column(sa.Text, default=None)
+    traffic_ratio: Mapped[float] = mapped_column(sa.Float, default=1.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EndpointTokenRow(Base):
+    """A token issued for a model service (kept for the record; tokens cannot be revoked)."""
+
+    __tablename__ = "endpoint_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("endpoints.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    token: Mapped[str] = mapped_column(sa.Text)
+    expires_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

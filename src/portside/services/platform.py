@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -9,19 +10,26 @@ import time
 from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from yarl import URL
 
 from portside import __version__
 from portside.agent.base import Agent
+from portside.appproxy.circuits import CircuitManager
+from portside.appproxy.server import AppProxy
 from portside.config import Config
 from portside.db.engine import make_engine, make_sessionmaker
 from portside.db.migrate import upgrade
 from portside.images import ImageRegistry
+from portside.storage import LocalVolume
 
+from .apps import AppService
 from .bootstrap import BootstrapResult, bootstrap
 from .events import EventHub
 from .execution import ExecutionService
-from .mounts import MountResolver
+from .model_services import ModelServiceManager
 from .sessions import SessionService
+from .tokens import load_secret
+from .vfolders import VFolderService
 
 
 class Platform:
@@ -49,10 +57,30 @@ class Platform:
             self.events,
             default_idle_timeout=config.idle_timeout,
         )
-        self.mounts = MountResolver()
+        self.vfolders = VFolderService(
+            LocalVolume(config.data_dir / "vfolders"), self.db, default_quota=config.vfolder_quota
+        )
+        self.mounts = self.vfolders
         self.execution = ExecutionService(
             self.sessions, self.agent, max_file_size=config.max_upload_file_size
         )
+        self.apps = AppService(self.sessions, self.agent, self.images, config)
+        self.circuits = CircuitManager(
+            host=config.appproxy.host,
+            advertise_host=self._advertised_proxy_host(),
+            permit_ttl=config.appproxy.token_ttl,
+        )
+        self.appproxy = AppProxy(self.apps, self.sessions, self.circuits)
+        self.model_services = ModelServiceManager(
+            self.sessions, self.apps, self.vfolders, self.circuits
+        )
+
+    def _advertised_proxy_host(self) -> str:
+        if self.config.appproxy.advertise_url:
+            host = URL(self.config.appproxy.advertise_url).host
+            if host:
+                return host
+        return self.config.appproxy.host
 
     def _make_agent(self) -> Agent:
         from portside.agent.local.agent import LocalAgent
@@ -90,12 +118,42 @@ class Platform:
             await self.agent.close()
 
     @contextlib.asynccontextmanager
+    async def _model_services(self) -> AsyncIterator[None]:
+        await self.model_services.start()
+        try:
+            yield
+        finally:
+            await self.model_services.close()
+
+    @contextlib.asynccontextmanager
+    async def _app_proxy(self) -> AsyncIterator[None]:
+        secret = load_secret(self.config)
+        self.apps.secret = secret
+        self.circuits.secret = secret
+
+        async def follow_sessions() -> None:
+            async with self.events.subscribe() as queue:
+                while True:
+                    await self.appproxy.on_event(await queue.get())
+
+        follower = asyncio.create_task(follow_sessions())
+        try:
+            yield
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            await self.circuits.close()
+
+    @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Platform]:
         """The whole platform, as ``portside serve`` runs it."""
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.database())
             self._credentials = await bootstrap(self.db, self.config)
+            await stack.enter_async_context(self._app_proxy())
             await stack.enter_async_context(self._sessions())
+            await stack.enter_async_context(self._model_services())
             yield self
 
     async def count_active_sessions(self, access_key: str | None = None) -> int:

@@ -17,7 +17,7 @@ with Session() as api_session:
     compute_sess = api_session.ComputeSession.get_or_create("python", name=name)
     try:
         compute_sess.upload(["payload.bin"])
-        made = run(compute_sess, 'open("made.bin", "wb").write(bytes(range(256)) * 4)')
+        made = run(compute_sess, 'open("made.bin", "wb").write(bytes(range(256)) * 400)')
         downloaded = compute_sess.download(["payload.bin", "made.bin"], dest=dest)
         results = {"made": made, "download": downloaded}
     finally:

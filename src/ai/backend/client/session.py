@@ -34,8 +34,10 @@ if TYPE_CHECKING:
     from .func.image import Image
     from .func.keypair import KeyPair
     from .func.manager import Manager
+    from .func.service import Service
     from .func.session import ComputeSession
     from .func.system import System
+    from .func.vfolder import VFolder
 
 __all__ = ("AsyncSession", "BaseSession", "Session", "api_session")
 
@@ -65,6 +67,8 @@ class BaseSession:
     Manager: type[Manager]
     ComputeSession: type[ComputeSession]
     Image: type[Image]
+    VFolder: type[VFolder]
+    Service: type[Service]
 
     def __init__(self, *, config: APIConfig | None = None, proxy_mode: bool = False) -> None:
         self._config = config if config is not None else get_config()

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import graphene
 
+from .endpoint import EndpointQueries
 from .image import ImageQueries
 from .keypair import KeyPairMutations, KeyPairQueries
 from .session import SessionQueries
+from .vfolder import VFolderQueries
 
 
-class Query(KeyPairQueries, SessionQueries, ImageQueries, graphene.ObjectType):
+class Query(
+    KeyPairQueries,
+    SessionQueries,
+    ImageQueries,
+    EndpointQueries,
+    VFolderQueries,
+    graphene.ObjectType,
+):
     pass
 
 

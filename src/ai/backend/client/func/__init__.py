@@ -7,8 +7,10 @@ from .base import BaseFunction
 from .image import Image
 from .keypair import KeyPair
 from .manager import Manager
+from .service import Service
 from .session import ComputeSession
 from .system import System
+from .vfolder import VFolder
 
 #: Each is bound to every new session under its own name.
 FUNCTION_CLASSES: tuple[type[BaseFunction], ...] = (
@@ -18,6 +20,8 @@ FUNCTION_CLASSES: tuple[type[BaseFunction], ...] = (
     Manager,
     ComputeSession,
     Image,
+    VFolder,
+    Service,
 )
 
 __all__ = (
@@ -27,5 +31,7 @@ __all__ = (
     "Image",
     "KeyPair",
     "Manager",
+    "Service",
     "System",
+    "VFolder",
 )
