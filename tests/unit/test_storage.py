@@ -193,22 +193,31 @@ def test_tus_offsets_live_in_the_partial_file(volume: LocalVolume, folder_id: uu
         volume.open_partial("../escape", 0)
 
 
-def test_transfer_tokens_expire_and_keep_to_their_kind() -> None:
-    now = [0.0]
-    tokens = TransferTokens(ttl=10, clock=lambda: now[0])
+SECRET = "a test secret, long enough for HS256 keys"
+
+
+def test_transfer_tokens_expire_keep_to_their_kind_and_travel_between_servers() -> None:
+    now = [1000.0]
+    tokens = TransferTokens(lambda: SECRET, ttl=10, clock=lambda: now[0])
     transfer = Transfer("upload", uuid.uuid4(), "f", "a.txt", uuid.uuid4(), size=3)
     token = tokens.issue(transfer)
     assert tokens.get(token, "upload") is transfer
     with pytest.raises(AuthFailed):
         tokens.get(token, "download")
-    now[0] = 9
-    tokens.get(token, "upload")  # use extends the lease
-    now[0] = 18
-    assert tokens.get(token, "upload") is transfer
-    now[0] = 40
+    # Another server with the same secret reads the same transfer from the token alone.
+    other = TransferTokens(lambda: SECRET, ttl=10, clock=lambda: now[0])
+    copy = other.get(token, "upload")
+    assert (copy.folder_id, copy.path, copy.size, copy.upload_id) == (
+        transfer.folder_id,
+        transfer.path,
+        transfer.size,
+        transfer.upload_id,
+    )
+    with pytest.raises(AuthFailed, match="not valid"):
+        TransferTokens(lambda: "a different secret of at least 32 bytes").get(token, "upload")
+    now[0] = 1011
     with pytest.raises(AuthFailed, match="expired"):
         tokens.get(token, "upload")
-    assert tokens.expired() == [transfer]
 
 
 def test_quota_counts_what_an_upload_replaces(volume: LocalVolume, folder_id: uuid.UUID) -> None:

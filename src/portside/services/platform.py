@@ -58,7 +58,10 @@ class Platform:
             default_idle_timeout=config.idle_timeout,
         )
         self.vfolders = VFolderService(
-            LocalVolume(config.data_dir / "vfolders"), self.db, default_quota=config.vfolder_quota
+            LocalVolume(config.data_dir / "vfolders"),
+            self.db,
+            default_quota=config.vfolder_quota,
+            secret=lambda: self.apps.secret,
         )
         self.mounts = self.vfolders
         self.execution = ExecutionService(

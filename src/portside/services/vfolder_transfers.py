@@ -40,7 +40,6 @@ class TransferService:
         self.folders = folders
         self.volume = folders.volume
         self.transfers = tokens
-        self._swept = False
 
     async def _check_quota(self, row: VFolderRow, path: str, size: int) -> None:
         if not row.quota:
@@ -61,12 +60,10 @@ class TransferService:
             raise InvalidAPIParameters("size must be the file's size in bytes (0 or more)")
         await asyncio.to_thread(self.volume.check_target, record.row.id, path)
         await self._check_quota(record.row, path, size)
-        if not self._swept:
-            # Partial uploads a previous run of the server left have no token any more.
-            self._swept = True
-            await asyncio.to_thread(self.volume.clear_uploads)
-        for gone in self.transfers.expired():
-            await asyncio.to_thread(self.volume.discard_upload, gone.upload_id)
+        # Partial uploads older than any token could be are abandoned; other servers' recent
+        # ones are left alone.
+        self.transfers.forget_expired()
+        await asyncio.to_thread(self.volume.clear_uploads, self.transfers.ttl)
         transfer = Transfer("upload", record.row.id, record.row.name, path, principal.user_id, size)
         if size == 0:
             # A TUS client sends nothing for an empty file: it is complete already.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,12 +74,13 @@ class VFolderService:
         db: async_sessionmaker[AsyncSession],
         *,
         default_quota: int = 0,
+        secret: Callable[[], str] = lambda: "",
         transfers: TransferTokens | None = None,
     ) -> None:
         self.volume = volume
         self.db = db
         self.default_quota = default_quota
-        self.transfer = TransferService(self, transfers or TransferTokens())
+        self.transfer = TransferService(self, transfers or TransferTokens(secret))
 
     # -- finding folders ---------------------------------------------------------------------
 

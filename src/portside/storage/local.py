@@ -25,6 +25,7 @@ import os
 import shutil
 import stat
 import struct
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -391,13 +392,17 @@ class LocalVolume:
                     )
             os.replace(self._partial(upload_id), name, dst_dir_fd=fd)
 
-    def clear_uploads(self) -> None:
-        """Removes every partial upload: their tokens died with the process that issued them."""
+    def clear_uploads(self, older_than: float) -> None:
+        """Removes partial uploads untouched for ``older_than`` seconds: no token still
+        names them."""
         area = os.path.join(self._real_root(), UPLOADS_DIR)
+        cutoff = time.time() - older_than
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(area):
+                path = os.path.join(area, name)
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(area, name))
+                    if os.stat(path).st_mtime < cutoff:
+                        os.unlink(path)
 
     def discard_upload(self, upload_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):

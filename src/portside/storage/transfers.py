@@ -2,24 +2,27 @@
 
 The official client hands the URL and token it gets from ``request-upload`` or
 ``request-download`` to a bare HTTP session (the TUS uploader, a ranged GET) that cannot sign
-requests, so the token alone authorizes the transfer.  Tokens are random, bound to one folder,
-one path and the user who asked, and expire after ``ttl`` seconds without use.  They live in
-memory: a restart of the server ends transfers in progress, and the client asks again.
+requests, so the token alone authorizes the transfer.  A token is a signed JWT naming one
+folder, one path and the user who asked, valid for ``ttl`` seconds; any server sharing the
+secret honours it, so uploads may hop between API servers behind one address.  What is in
+flight (a partial file) lives on the volume, where every server sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import jwt
+
 from portside.errors import AuthFailed
 
-DEFAULT_TTL = 1800.0
+DEFAULT_TTL = 6 * 3600.0
+TOKEN_TYPE = "vfolder-transfer"
 
 
 @dataclass(slots=True)
@@ -43,33 +46,71 @@ class Transfer:
 
 
 class TransferTokens:
-    def __init__(self, ttl: float = DEFAULT_TTL, clock: Callable[[], float] = time.monotonic):
+    """Signs transfers into tokens and reads them back; keeps each transfer's lock per process."""
+
+    def __init__(
+        self,
+        secret: Callable[[], str],
+        ttl: float = DEFAULT_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secret = secret
         self.ttl = ttl
         self._clock = clock
-        self._live: dict[str, Transfer] = {}
+        self._local: dict[str, Transfer] = {}
 
     def issue(self, transfer: Transfer) -> str:
-        token = secrets.token_urlsafe(32)
         transfer.expires_at = self._clock() + self.ttl
-        self._live[token] = transfer
+        claims = {
+            "typ": TOKEN_TYPE,
+            "kind": transfer.kind,
+            "folder": str(transfer.folder_id),
+            "name": transfer.folder_name,
+            "path": transfer.path,
+            "user": str(transfer.user_id),
+            "size": transfer.size,
+            "upload": transfer.upload_id,
+            "exp": int(transfer.expires_at),
+        }
+        token = jwt.encode(claims, self._secret(), algorithm="HS256")
+        self._local[token] = transfer
         return token
 
-    def get(self, token: str, kind: str) -> Transfer:
-        """The live transfer ``token`` stands for; its expiry starts again from now."""
-        transfer = self._live.get(token)
-        if transfer is None or transfer.kind != kind or transfer.expires_at < self._clock():
+    def get(self, token: str, kind: Literal["upload", "download"]) -> Transfer:
+        """The transfer ``token`` stands for, as issued here or by another server."""
+        try:
+            claims = jwt.decode(
+                token, self._secret(), algorithms=["HS256"], options={"verify_exp": False}
+            )
+        except jwt.InvalidTokenError:
+            claims = {}
+        if claims.get("typ") != TOKEN_TYPE or claims.get("kind") != kind:
+            raise AuthFailed(f"the {kind} token is not valid; request a new {kind} and retry")
+        if claims["exp"] < self._clock():
+            self._local.pop(token, None)
             raise AuthFailed(
-                f"the {kind} token is unknown or has expired; request a new {kind} "
+                f"the {kind} token has expired; request a new {kind} "
                 "(request-upload or request-download) and retry"
             )
-        transfer.expires_at = self._clock() + self.ttl
+        transfer = self._local.get(token)
+        if transfer is None:
+            transfer = Transfer(
+                kind,
+                uuid.UUID(claims["folder"]),
+                claims["name"],
+                claims["path"],
+                uuid.UUID(claims["user"]),
+                claims["size"],
+                claims["upload"],
+                float(claims["exp"]),
+            )
+            self._local[token] = transfer
         return transfer
 
     def finish(self, token: str) -> None:
-        self._live.pop(token, None)
+        self._local.pop(token, None)
 
-    def expired(self) -> list[Transfer]:
-        """Forgets the transfers whose time is up and returns them (to discard partial files)."""
+    def forget_expired(self) -> None:
         now = self._clock()
-        gone = [t for t, tr in self._live.items() if tr.expires_at < now]
-        return [self._live.pop(t) for t in gone]
+        for token in [t for t, tr in self._local.items() if tr.expires_at < now]:
+            self._local.pop(token, None)
