@@ -41,6 +41,7 @@ from portside.errors import (
 
 from . import tokens
 from .apps import AppService
+from .cluster import MODEL_SERVICES_LOCK, Leadership
 from .sessions import SessionRequest, SessionService
 from .vfolders import VFolderService
 
@@ -145,8 +146,12 @@ class ModelServiceManager:
         apps: AppService,
         vfolders: VFolderService,
         circuits: CircuitManager,
+        leadership: Leadership | None = None,
     ) -> None:
         self.sessions = sessions
+        #: Only the leading server starts, checks and replaces replicas; the others follow
+        #: the database (see ``_sync``).
+        self.leadership = leadership or Leadership(None, MODEL_SERVICES_LOCK)
         self.apps = apps
         self.agent = apps.agent
         self.vfolders = vfolders
@@ -160,6 +165,17 @@ class ModelServiceManager:
     # Lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self._sync(adopt=True)
+        self._task = asyncio.create_task(self._reconcile_loop(), name="model-services")
+
+    async def _sync(self, *, adopt: bool) -> None:
+        """Brings this server's view of the services up to the database's.
+
+        Endpoint rows always come from the database (another server may have created, scaled
+        or deleted one).  Replicas come from it too unless this server leads (then its own
+        view is the truth it writes) or has just become the leader (``adopt``: it takes the
+        replicas over and re-checks their health before they serve).
+        """
         async with self.db() as db:
             rows = list(
                 (
@@ -173,25 +189,61 @@ class ModelServiceManager:
                     await db.execute(sa.select(RouteRow).where(RouteRow.status.in_(LIVE_ROUTES)))
                 ).scalars()
             )
-        for row in rows:
-            state = EndpointState(
-                row, modeldef.ModelDefinition.model_validate(row.model_definition)
+            session_ids = [r.session_id for r in routes if r.session_id is not None]
+            kernels = (
+                dict(
+                    (
+                        await db.execute(
+                            sa.select(SessionRow.id, SessionRow.kernel_id).where(
+                                SessionRow.id.in_(session_ids), SessionRow.status == "RUNNING"
+                            )
+                        )
+                    ).tuples()
+                )
+                if session_ids
+                else {}
             )
+        live = {row.id for row in rows}
+        gone = {e for e in self.endpoints if e not in live}
+        for endpoint_id in gone:
+            self.endpoints.pop(endpoint_id, None)
+        if gone:
+            await self.circuits.close_where(lambda key: key[0] == "service" and key[1] in gone)
+        leading = self.leadership.leading and not adopt
+        for row in rows:
+            state = self.endpoints.get(row.id)
+            if state is None:
+                definition = modeldef.ModelDefinition.model_validate(row.model_definition)
+                state = self.endpoints[row.id] = EndpointState(row, definition)
+                await self._open_ingress(state)
+            else:
+                state.row = row
+            if leading:
+                continue
+            previous = state.replicas
+            state.replicas = {}
             for route in routes:
-                if route.endpoint_id == row.id:
-                    # Health is re-established after a restart before traffic returns.
-                    state.replicas[route.id] = ReplicaState(
-                        route.id, route.session_id, "PROVISIONING", route.traffic_ratio
-                    )
-            self.endpoints[row.id] = state
-            await self._open_ingress(state)
-        self._task = asyncio.create_task(self._reconcile_loop(), name="model-services")
+                if route.endpoint_id != row.id:
+                    continue
+                replica = previous.get(route.id) or ReplicaState(
+                    route.id, route.session_id, route.status, route.traffic_ratio
+                )
+                replica.session_id = route.session_id
+                replica.traffic_ratio = route.traffic_ratio
+                replica.status = "PROVISIONING" if adopt else route.status
+                kernel = kernels.get(route.session_id) if route.session_id else None
+                replica.kernel_id = str(kernel) if kernel else None
+                if adopt:
+                    # The model server may already run; a check, not a restart, tells.
+                    replica.app_started_at = time.monotonic() if replica.kernel_id else None
+                state.replicas[route.id] = replica
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.leadership.close()
 
     # Ingress -----------------------------------------------------------------------------
 
@@ -538,6 +590,15 @@ class ModelServiceManager:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), RECONCILE_INTERVAL)
             self._wakeup.clear()
+            try:
+                was_leading = self.leadership.leading
+                leading = await self.leadership.try_acquire()
+                await self._sync(adopt=leading and not was_leading)
+            except Exception:
+                log.exception("reading the services from the database failed")
+                continue
+            if not leading:
+                continue
             for state in list(self.endpoints.values()):
                 try:
                     await self._reconcile(state)

@@ -24,6 +24,7 @@ from portside.storage import LocalVolume
 
 from .apps import AppService
 from .bootstrap import BootstrapResult, bootstrap
+from .cluster import MODEL_SERVICES_LOCK, Leadership, PostgresBroadcast, asyncpg_dsn
 from .events import EventHub
 from .execution import ExecutionService
 from .model_services import ModelServiceManager
@@ -74,8 +75,13 @@ class Platform:
             permit_ttl=config.appproxy.token_ttl,
         )
         self.appproxy = AppProxy(self.apps, self.sessions, self.circuits)
+        self.postgres_dsn = asyncpg_dsn(config.effective_database_url)
         self.model_services = ModelServiceManager(
-            self.sessions, self.apps, self.vfolders, self.circuits
+            self.sessions,
+            self.apps,
+            self.vfolders,
+            self.circuits,
+            Leadership(self.postgres_dsn, MODEL_SERVICES_LOCK),
         )
 
     def _advertised_proxy_host(self) -> str:
@@ -121,6 +127,19 @@ class Platform:
             await self.agent.close()
 
     @contextlib.asynccontextmanager
+    async def _broadcast(self) -> AsyncIterator[None]:
+        """Events reach the other API servers on the same PostgreSQL database."""
+        if self.postgres_dsn is None:
+            yield
+            return
+        broadcast = PostgresBroadcast(self.postgres_dsn, self.events)
+        await broadcast.start()
+        try:
+            yield
+        finally:
+            await broadcast.close()
+
+    @contextlib.asynccontextmanager
     async def _model_services(self) -> AsyncIterator[None]:
         await self.model_services.start()
         try:
@@ -154,6 +173,7 @@ class Platform:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.database())
             self._credentials = await bootstrap(self.db, self.config)
+            await stack.enter_async_context(self._broadcast())
             await stack.enter_async_context(self._app_proxy())
             await stack.enter_async_context(self._sessions())
             await stack.enter_async_context(self._model_services())

@@ -717,9 +717,25 @@ class SessionService:
         while True:
             await asyncio.sleep(IDLE_CHECK_INTERVAL)
             try:
+                await self._record_busy_sessions()
                 await self._end_idle_sessions()
             except Exception:
                 log.exception("the idle check failed")
+
+    async def _record_busy_sessions(self) -> None:
+        """Writes down that sessions with open streams here are in use.
+
+        The in-process count only tells this server; other servers on the same database
+        judge idleness by ``last_access`` alone.
+        """
+        busy = [sid for sid, active in self._active.items() if active.busy > 0]
+        if busy:
+            async with self.db() as db, db.begin():
+                await db.execute(
+                    sa.update(SessionRow)
+                    .where(SessionRow.id.in_(busy))
+                    .values(last_access=utcnow())
+                )
 
     async def _end_idle_sessions(self) -> None:
         now = utcnow()
