@@ -8,10 +8,10 @@ other nodes.  Both pass the same contract tests (tests/contract).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,5 +184,41 @@ class Agent(Protocol):
     def app_endpoint(self, kernel_id: str, port: int) -> dict[str, Any]:
         """How the app proxy connects to a port inside the session (see appproxy/connect.py)."""
 
+    def knows(self, kernel_id: str) -> bool:
+        """Whether this agent instance is connected to the kernel."""
+
+    async def adopt(self, info: KernelInfo) -> bool:
+        """Connects to a kernel another server started; False if it is gone."""
+
     def kernel_exit(self, kernel_id: str) -> KernelExit | None:
         """Why a kernel this agent knew has died, if it has."""
+
+
+@runtime_checkable
+class Placer(Protocol):
+    """An agent whose cluster places sessions on nodes itself (the Ray backend).
+
+    Such an agent has no single capacity to plan against: the server keeps a session PENDING
+    until ``reserve`` says the cluster has found it a place, and leaves the choice of node and
+    the order of the queue to the cluster.
+    """
+
+    def never_fits(self, requested: Mapping[str, Decimal]) -> list[str]:
+        """Why no node could ever hold ``requested``, even empty; an empty list if one could."""
+
+    async def reserve(
+        self, session_id: str, requested: Mapping[str, Decimal], on_placed: Callable[[], None]
+    ) -> str | None:
+        """Queues a place for the session (once); None when it has one, else why it waits.
+
+        ``on_placed`` is called when a waiting reservation gets its place.  ``create_kernel``
+        for the session then starts its kernel there.
+        """
+
+    async def release_unwanted(self, wanted: set[str]) -> None:
+        """Gives up the places of sessions not in ``wanted`` that have no kernel yet."""
+
+
+def placer_of(agent: Agent) -> Placer | None:
+    """The agent as a ``Placer`` when it places sessions itself, else None."""
+    return agent if isinstance(agent, Placer) else None

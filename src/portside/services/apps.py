@@ -64,6 +64,7 @@ class AppService:
             )
         if row.status != "RUNNING" or row.kernel_id is None:
             raise InvalidSessionState(f"the session is {row.status}; apps need a running one")
+        await self.sessions.attach(row)
         return row
 
     async def apps_of(self, row: SessionRow) -> list[AppDefinition]:
@@ -156,6 +157,7 @@ class AppService:
             row = await db.get(SessionRow, session_id)
         if row is None or row.status != "RUNNING" or row.kernel_id is None:
             return None
+        await self.sessions.attach(row)
         try:
             app = await self._find_app(row, app_name)
         except ObjectNotFound:

@@ -67,6 +67,7 @@ class ExecutionService:
         if row.status != "RUNNING" or row.kernel_id is None:
             detail = f": {row.status_info}" if row.status_info else ""
             raise InvalidSessionState(f"the session is {row.status}{detail}")
+        await self.sessions.attach(row)
         return Target(row.id, str(row.kernel_id))
 
     @contextlib.asynccontextmanager

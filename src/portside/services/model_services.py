@@ -190,19 +190,14 @@ class ModelServiceManager:
                 ).scalars()
             )
             session_ids = [r.session_id for r in routes if r.session_id is not None]
-            kernels = (
-                dict(
-                    (
-                        await db.execute(
-                            sa.select(SessionRow.id, SessionRow.kernel_id).where(
-                                SessionRow.id.in_(session_ids), SessionRow.status == "RUNNING"
-                            )
-                        )
-                    ).tuples()
+            kernels: dict[uuid.UUID, uuid.UUID | None] = {}
+            if session_ids:
+                running = await db.execute(
+                    sa.select(SessionRow.id, SessionRow.kernel_id).where(
+                        SessionRow.id.in_(session_ids), SessionRow.status == "RUNNING"
+                    )
                 )
-                if session_ids
-                else {}
-            )
+                kernels = {session_id: kernel_id for session_id, kernel_id in running}
         live = {row.id for row in rows}
         gone = {e for e in self.endpoints if e not in live}
         for endpoint_id in gone:
@@ -731,6 +726,7 @@ class ModelServiceManager:
             replica.next_check = 0
         if session is None or session.status != "RUNNING" or session.kernel_id is None:
             return
+        await self.sessions.attach(session)
         replica.kernel_id = str(session.kernel_id)
         service = state.model.service
         if replica.app_started_at is None:

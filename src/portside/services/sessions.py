@@ -24,7 +24,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from portside import resources
-from portside.agent.base import Agent, AgentError, KernelExit, KernelInfo, KernelSpec, MountSpec
+from portside.agent.base import (
+    Agent,
+    AgentError,
+    KernelExit,
+    KernelInfo,
+    KernelSpec,
+    MountSpec,
+    Placer,
+    placer_of,
+)
 from portside.apps import session_apps
 from portside.db.models import (
     DEAD_STATUSES,
@@ -176,6 +185,13 @@ class SessionService:
 
     # Lookups ------------------------------------------------------------------------------
 
+    async def attach(self, row: SessionRow) -> None:
+        """Makes sure this server reaches the session's kernel: with several servers on one
+        database, another one may have started it."""
+        kernel_id = str(row.kernel_id) if row.kernel_id else None
+        if kernel_id and row.kernel_info and not self.agent.knows(kernel_id):
+            await self.agent.adopt(KernelInfo.from_dict(row.kernel_info))
+
     async def get(self, session_id: uuid.UUID) -> SessionRow:
         async with self.db() as db:
             return await self._load(db, session_id)
@@ -220,7 +236,9 @@ class SessionService:
     def requested_slots(self, image: Image, requested: dict[str, Any]) -> resources.Slots:
         """A request's slots, image minimums filled in; a 400 if it can never be served."""
         slots = self._requested_slots(image, requested)
-        impossible = never_fits(slots, self._capacity)
+        placer = placer_of(self.agent)
+        # A cluster that places sessions itself can serve a request if any one node can.
+        impossible = placer.never_fits(slots) if placer else never_fits(slots, self._capacity)
         if impossible:
             raise InvalidAPIParameters(
                 "the request can never be served here: " + "; ".join(impossible),
@@ -449,7 +467,8 @@ class SessionService:
                     sa.select(SessionRow).where(SessionRow.kernel_id == uuid.UUID(event.kernel_id))
                 )
             ).scalar_one_or_none()
-        if row is None or row.status in TERMINAL_STATUSES:
+        if row is None or row.status in (*TERMINAL_STATUSES, "TERMINATING"):
+            # Gone already, or ending on purpose (another server may be destroying it).
             return
         data = {"exit_code": event.exit_code, "signal": event.signal, "oom": event.out_of_memory}
         await self._fail(row.id, event.reason, data)
@@ -520,6 +539,10 @@ class SessionService:
                     _limits(policy),
                 )
             )
+        placer = placer_of(self.agent)
+        if placer is not None:
+            await self._schedule_placed(placer, pending, candidates, usage)
+            return
         decision = plan(candidates, resources.subtract(self._capacity, occupied), usage)
         for session_id, reason in decision.waiting.items():
             await self._set_status_info(uuid.UUID(session_id), reason)
@@ -533,6 +556,55 @@ class SessionService:
                 occupying_slots=next(r.requested_slots for r in pending if r.id == sid),
             )
             if row is not None:
+                active = self._active.setdefault(sid, _Active())
+                active.start_task = asyncio.create_task(self._start_kernel(sid))
+
+    async def _schedule_placed(
+        self,
+        placer: Placer,
+        pending: list[SessionRow],
+        candidates: list[Candidate],
+        usage: dict[str, KeypairUsage],
+    ) -> None:
+        """Scheduling when the agent's cluster places sessions (the Ray backend).
+
+        Keypair limits are still applied here; capacity is the cluster's business: each
+        session that may start is queued there, stays PENDING until it has a node, and only
+        then goes on to SCHEDULED.  The order of that queue is the cluster's.
+        """
+        self._capacity = await self.agent.capacity()
+        async with self.db() as db:
+            live = (
+                await db.execute(
+                    sa.select(SessionRow.id).where(SessionRow.status.not_in(TERMINAL_STATUSES))
+                )
+            ).scalars()
+            wanted = {str(session_id) for session_id in live}
+        await placer.release_unwanted(wanted)
+        # Every candidate fits in this "capacity": only the keypair limits hold one back.
+        unbounded: resources.Slots = {}
+        for candidate in candidates:
+            unbounded = resources.add(unbounded, candidate.requested)
+        decision = plan(candidates, unbounded, usage)
+        for session_id, reason in decision.waiting.items():
+            await self._set_status_info(uuid.UUID(session_id), reason)
+        for session_id in decision.start:
+            sid = uuid.UUID(session_id)
+            row = next(r for r in pending if r.id == sid)
+            waiting = await placer.reserve(
+                session_id, resources.from_json(row.requested_slots), self._wakeup.set
+            )
+            if waiting is not None:
+                await self._set_status_info(sid, waiting)
+                continue
+            started = await self._transition(
+                sid,
+                "SCHEDULED",
+                expect=("PENDING",),
+                scheduled_at=utcnow(),
+                occupying_slots=row.requested_slots,
+            )
+            if started is not None:
                 active = self._active.setdefault(sid, _Active())
                 active.start_task = asyncio.create_task(self._start_kernel(sid))
 
@@ -689,6 +761,7 @@ class SessionService:
             kernel_id = str(row.kernel_id) if row.kernel_id else kernel_id
         if kernel_id is not None:
             try:
+                await self.attach(await self.get(session_id))
                 await self.agent.destroy_kernel(kernel_id)
             except AgentError as e:
                 log.warning("kernel %s could not be destroyed cleanly: %s", kernel_id, e)

@@ -39,7 +39,7 @@ from portside.kernel.linux import process_start_time
 
 from . import resources
 from .cgroups import CgroupDriver, Limits
-from .kernel import LocalKernel, Processes
+from .kernel import LocalKernel, Processes, current_owner, owner_alive
 from .sandbox import Runtime, probe_bwrap, probe_runtime, start_holder, write_identity
 from .zygote_client import Zygote
 
@@ -202,14 +202,24 @@ class LocalAgent:
             return zygote
 
     def _allocate_uid(self) -> int | None:
+        """A uid no other kernel on this machine has, reserved with an exclusive file so that
+        servers sharing the data directory never hand out the same one."""
         if not self.is_root:
             return None
-        used = {k.uid for k in self.kernels.values()}
+        reservations = self.root / "uids"
+        reservations.mkdir(exist_ok=True)
         for offset in range(UID_RANGE):
             uid = self.config.agent.uid_base + offset
-            if uid not in used:
-                return uid
+            try:
+                os.close(os.open(reservations / str(uid), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            return uid
         raise AgentError("no free uid for another kernel")
+
+    def _release_uid(self, uid: int | None) -> None:
+        if uid is not None:
+            (self.root / "uids" / str(uid)).unlink(missing_ok=True)
 
     def _allocate_devices(self, count: int) -> list[int]:
         total = int(self.slots.get("cuda.device", 0))
@@ -317,6 +327,7 @@ class LocalAgent:
             cgroup=None,
             devices=devices,
             pooled=pooled,
+            owner=current_owner(),
         )
         self.kernels[kernel_id] = kernel
         try:
@@ -524,6 +535,7 @@ class LocalAgent:
             else:
                 log.warning("the cgroup of kernel %s is still busy", kernel.kernel_id)
         await asyncio.to_thread(shutil.rmtree, kernel.base, True)
+        self._release_uid(kernel.uid)
         kernel.state = "dead"
 
     async def destroy_kernel(self, kernel_id: str) -> None:
@@ -543,6 +555,16 @@ class LocalAgent:
         kernel.runs = type(kernel.runs)()
         await self._boot(kernel, await self._zygote(image.python), image.python, first=False)
 
+    def knows(self, kernel_id: str) -> bool:
+        return kernel_id in self.kernels
+
+    async def adopt(self, info: KernelInfo) -> bool:
+        """Reaches a kernel another server on this machine started (servers sharing one
+        database serve each other's sessions)."""
+        if info.kernel_id in self.kernels:
+            return self.kernels[info.kernel_id].state == "running"
+        return await self._restore(info)
+
     async def _restore(self, info: KernelInfo) -> bool:
         attach = info.attach
         if not attach.get("processes"):
@@ -557,6 +579,7 @@ class LocalAgent:
             devices=list(attach.get("devices", [])),
             connection_key=attach["connection_key"],
             processes=Processes.from_dict(attach["processes"]),
+            owner=attach.get("owner") or {},
         )
         self.kernels[kernel.kernel_id] = kernel
         assert kernel.processes is not None
@@ -581,7 +604,8 @@ class LocalAgent:
                 state = json.loads(state_file.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            if state.get("kernel_id") in keep:
+            if state.get("kernel_id") in keep or owner_alive(state.get("owner") or {}):
+                # A live session's kernel, or one another running server is looking after.
                 continue
             kernel = LocalKernel(
                 kernel_id=state["kernel_id"],
@@ -598,8 +622,12 @@ class LocalAgent:
             kernel.exited.set()
             await self._destroy(kernel)
         if self.cgroups is not None:
-            for name in self.cgroups.names() - {f"k-{k}" for k in keep}:
-                self.cgroups.remove(name)
+            # Cgroups of kernels whose directory is gone: left by a server that crashed.
+            for name in self.cgroups.names():
+                if not name.startswith("k-"):
+                    continue
+                if not (self.root / uuid.UUID(name.removeprefix("k-")).hex[:16]).exists():
+                    self.cgroups.remove(name)
 
     # Operations on running kernels -------------------------------------------------------
 
@@ -680,8 +708,9 @@ class LocalAgent:
         await control.call("app_stop", name=name)
 
     def app_endpoint(self, kernel_id: str, port: int) -> dict[str, Any]:
-        kernel = self._kernel(kernel_id)
-        return {"kind": "broker", "path": str(kernel.rundir / "connect.sock"), "port": port}
+        # Derived from the id alone: any server on this machine reaches any kernel's broker.
+        rundir = self.root / uuid.UUID(kernel_id).hex[:16] / "run"
+        return {"kind": "broker", "path": str(rundir / "connect.sock"), "port": port}
 
     def kernel_exit(self, kernel_id: str) -> KernelExit | None:
         kernel = self.kernels.get(kernel_id)

@@ -66,6 +66,18 @@ class Processes:
         return process_start_time(self.kernel_pid) == self.kernel_start
 
 
+def current_owner() -> dict[str, Any]:
+    pid = os.getpid()
+    return {"pid": pid, "start": process_start_time(pid)}
+
+
+def owner_alive(owner: dict[str, Any]) -> bool:
+    pid = owner.get("pid")
+    if not pid:
+        return False
+    return process_start_time(int(pid)) == owner.get("start")
+
+
 @dataclass
 class LocalKernel:
     kernel_id: str
@@ -83,6 +95,9 @@ class LocalKernel:
     #: "starting", "running", "restarting", "destroying" or "dead".
     state: str = "starting"
     pooled: bool = False
+    #: The server process that started the kernel (pid and start time): a kernel whose owner
+    #: still runs is never cleaned up as an orphan by another server on the same machine.
+    owner: dict[str, Any] = field(default_factory=dict)
     exit_watch: asyncio.Task[None] | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     _relays: set[asyncio.Task[None]] = field(default_factory=set)
@@ -129,6 +144,7 @@ class LocalKernel:
             "connection_key": self.connection_key,
             "processes": self.processes.to_dict() if self.processes else None,
             "spec": self.spec.to_dict(),
+            "owner": self.owner,
         }
 
     def save_state(self) -> None:
