@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import signal
@@ -37,12 +38,13 @@ from ai.backend.client.config import APIConfig
 from ai.backend.client.func.session import ComputeSession
 from ai.backend.client.session import AsyncSession
 from portside.agent.local.kernel import Processes
+from portside.config import Config
 
 MiB = 1024 * 1024
 #: The image every benchmark session uses; an alias of ``python:latest`` in the default config.
 IMAGE = "python"
 #: Images in Portside's default configuration; each keeps its own warm pool.
-DEFAULT_IMAGE_COUNT = 3
+DEFAULT_IMAGE_COUNT = len(Config().images)
 
 
 # Statistics and the result table ---------------------------------------------------------
@@ -53,7 +55,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 
 
@@ -74,11 +76,14 @@ class Row:
     unit: str
     target: float | None = None
     higher_is_better: bool = False
-    note: str = ""
+    #: False where the two figures are not like for like (such as how many kernels were held).
+    comparable: bool = True
 
     def ratio(self) -> float | None:
         """How many times better Portside is (above 1) or worse (below 1)."""
-        if self.portside is None or self.jkg is None or self.portside <= 0 or self.jkg <= 0:
+        if not self.comparable or self.portside is None or self.jkg is None:
+            return None
+        if not (self.portside > 0 and self.jkg > 0):
             return None
         return self.portside / self.jkg if self.higher_is_better else self.jkg / self.portside
 
@@ -98,7 +103,9 @@ class Row:
 def fmt(value: float | None, unit: str) -> str:
     if value is None or value != value:
         return "-"
-    if abs(value) >= 100:
+    if float(value).is_integer():
+        text = f"{int(value)}"
+    elif abs(value) >= 100:
         text = f"{value:.0f}"
     elif abs(value) >= 10:
         text = f"{value:.1f}"
@@ -147,11 +154,25 @@ def markdown_table(rows: Iterable[Row]) -> str:
     return "\n".join(out)
 
 
+def environment_note() -> str:
+    """The conditions of the run, since a busy machine moves every figure here."""
+    import jupyter_server
+    import kernel_gateway as gateway_package
+
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    total = psutil.virtual_memory().total / 1024**3
+    return (
+        f"machine: {os.cpu_count()} CPUs, {total:.0f} GiB, load average {load} at the end; "
+        f"Python {sys.version.split()[0]}, Kernel Gateway {gateway_package.__version__} "
+        f"(jupyter_server {jupyter_server.__version__}) with default settings"
+    )
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-# Memory accounting ----------------------------------------------------------------------
+# Processes, memory and CPU --------------------------------------------------------------
 
 
 def pss_bytes(pid: int) -> int:
@@ -174,11 +195,45 @@ def rss_bytes(pid: int) -> int:
         return 0
 
 
-def descendants(pid: int) -> list[psutil.Process]:
+def cpu_seconds(pid: int) -> float:
     try:
-        return list(psutil.Process(pid).children(recursive=True))
+        t = psutil.Process(pid).cpu_times()
     except psutil.Error:
-        return []
+        return 0.0
+    return float(t.user + t.system)
+
+
+@dataclass
+class ProcessTable:
+    """One pass over /proc.  Asking psutil for a process's children scans every process on
+    the machine each time, which with hundreds of kernels takes seconds per reading."""
+
+    children: dict[int, list[int]]
+    names: dict[int, str]
+
+    @classmethod
+    def read(cls) -> ProcessTable:
+        children: dict[int, list[int]] = {}
+        names: dict[int, str] = {}
+        for p in psutil.process_iter(["ppid", "name"]):
+            names[p.pid] = p.info["name"] or ""
+            children.setdefault(p.info["ppid"] or 0, []).append(p.pid)
+        return cls(children, names)
+
+    def subtree(self, pid: int) -> list[int]:
+        """``pid`` and all its descendants, if it is alive."""
+        if pid not in self.names:
+            return []
+        out, todo = [], [pid]
+        while todo:
+            current = todo.pop()
+            out.append(current)
+            todo.extend(self.children.get(current, ()))
+        return out
+
+
+def descendants(pid: int) -> list[int]:
+    return ProcessTable.read().subtree(pid)[1:]
 
 
 @dataclass
@@ -189,7 +244,7 @@ class KernelProcs:
     roles: dict[int, str] = field(default_factory=dict)
 
 
-def kernel_processes(data_dir: Path) -> list[KernelProcs]:
+def kernel_processes(data_dir: Path, table: ProcessTable | None = None) -> list[KernelProcs]:
     """Every kernel's processes, from the state files the agent keeps per kernel.
 
     A kernel is its sandbox (two bubblewrap processes and the ``sleep`` holder, children of
@@ -197,6 +252,7 @@ def kernel_processes(data_dir: Path) -> list[KernelProcs]:
     lives in the sandbox's pid namespace but is forked outside it, so the two halves are
     found from the recorded pids, not from one subtree.
     """
+    table = table or ProcessTable.read()
     found = []
     for state_file in sorted((data_dir / "kernels").glob("*/state.json")):
         try:
@@ -211,30 +267,34 @@ def kernel_processes(data_dir: Path) -> list[KernelProcs]:
         if procs.holder is not None:
             roots.append(procs.holder.bwrap_pid)
         for root in roots:
-            try:
-                tree = [psutil.Process(root), *descendants(root)]
-            except psutil.Error:
-                continue
-            for p in tree:
-                entry.roles[p.pid] = _role(p, procs)
+            for pid in table.subtree(root):
+                entry.roles[pid] = _role(pid, table.names.get(pid, ""), procs)
         found.append(entry)
     return found
 
 
-def _role(p: psutil.Process, procs: Processes) -> str:
-    if p.pid == procs.kernel_pid:
+def _role(pid: int, name: str, procs: Processes) -> str:
+    if pid == procs.kernel_pid:
         return "kernel"
-    if p.pid == procs.monitor_pid:
+    if pid == procs.monitor_pid:
         return "monitor"
-    try:
-        name = p.name()
-    except psutil.Error:
-        return "other"
     if name == "bwrap":
         return "bwrap"
     if name in ("sleep", "sh"):
         return "holder"
     return "other"
+
+
+def zygote_pids(server_pid: int, table: ProcessTable) -> set[int]:
+    """The server's children that run ``portside.kernel.zygote`` (one per runtime)."""
+    found = set()
+    for pid in table.children.get(server_pid, ()):
+        try:
+            if "portside.kernel.zygote" in " ".join(psutil.Process(pid).cmdline()):
+                found.add(pid)
+        except psutil.Error:
+            pass
+    return found
 
 
 @dataclass
@@ -260,13 +320,10 @@ class PortsideMemory:
 
 def portside_memory(server: RunningServer) -> PortsideMemory:
     server_pid = server.process.pid
-    tree = {p.pid: p for p in descendants(server_pid)}
-    zygote_pids = {
-        p.pid
-        for p in tree.values()
-        if _ppid(p) == server_pid and "portside.kernel.zygote" in " ".join(_cmdline(p))
-    }
-    kernels = kernel_processes(server.data_dir)
+    table = ProcessTable.read()
+    tree = set(table.subtree(server_pid)) - {server_pid}
+    zygotes = zygote_pids(server_pid, table)
+    kernels = kernel_processes(server.data_dir, table)
     owned: set[int] = set()
     by_role: dict[str, int] = {}
     session_pss = pool_pss = sessions = pooled = outside = 0
@@ -286,11 +343,11 @@ def portside_memory(server: RunningServer) -> PortsideMemory:
         else:
             session_pss += total
             sessions += 1
-    unaccounted = sum(pss_bytes(pid) for pid in tree if pid not in owned | zygote_pids)
+    unaccounted = sum(pss_bytes(pid) for pid in tree - owned - zygotes)
     return PortsideMemory(
         server_rss=rss_bytes(server_pid),
         server_pss=pss_bytes(server_pid),
-        zygote_pss=sum(pss_bytes(pid) for pid in zygote_pids),
+        zygote_pss=sum(pss_bytes(pid) for pid in zygotes),
         sessions=sessions,
         session_pss=session_pss,
         pooled=pooled,
@@ -301,58 +358,37 @@ def portside_memory(server: RunningServer) -> PortsideMemory:
     )
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        t = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return 0.0
-    return float(t.user + t.system)
-
-
 def cpu_by_role(server: RunningServer) -> dict[str, float]:
     """CPU seconds used so far by the server, the zygote and each role of kernel process.
 
     Only live processes count, so compare two readings across a span in which no kernel ends.
     """
     server_pid = server.process.pid
-    tree = {p.pid: p for p in descendants(server_pid)}
-    out: dict[str, float] = {"server": _cpu_seconds(server_pid)}
+    table = ProcessTable.read()
+    zygotes = zygote_pids(server_pid, table)
+    out: dict[str, float] = {"server": cpu_seconds(server_pid), "zygote": 0.0}
     owned: set[int] = set()
-    for k in kernel_processes(server.data_dir):
+    for k in kernel_processes(server.data_dir, table):
         for pid, role in k.roles.items():
-            out[role] = out.get(role, 0.0) + _cpu_seconds(pid)
+            out[role] = out.get(role, 0.0) + cpu_seconds(pid)
             owned.add(pid)
-    for pid, p in tree.items():
-        if pid in owned:
-            continue
-        role = "zygote" if "portside.kernel.zygote" in " ".join(_cmdline(p)) else "other"
-        out[role] = out.get(role, 0.0) + _cpu_seconds(pid)
+    for pid in set(table.subtree(server_pid)) - {server_pid} - owned:
+        role = "zygote" if pid in zygotes else "other"
+        out[role] = out.get(role, 0.0) + cpu_seconds(pid)
     return out
 
 
-def _ppid(p: psutil.Process) -> int | None:
-    try:
-        return p.ppid()
-    except psutil.Error:
-        return None
-
-
-def _cmdline(p: psutil.Process) -> list[str]:
-    try:
-        return p.cmdline()
-    except psutil.Error:
-        return []
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its live descendants, to tell when a warm pool is full."""
-    total = 0.0
-    for p in [psutil.Process(pid), *descendants(pid)]:
+def refill_cpu_seconds(server: RunningServer, zygotes: set[int]) -> float:
+    """CPU time of what a pool refill keeps busy: the server, its zygote and the pooled
+    kernels (idle session kernels, which tick over on their own, are left out)."""
+    total = cpu_seconds(server.process.pid) + sum(cpu_seconds(pid) for pid in zygotes)
+    for state_file in (server.data_dir / "kernels").glob("*/state.json"):
         try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
+            state = json.loads(state_file.read_text())
+            if state.get("pooled") and state.get("processes"):
+                total += cpu_seconds(state["processes"]["kernel_pid"])
+        except (OSError, KeyError, json.JSONDecodeError):
+            continue
     return total
 
 
@@ -368,13 +404,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--pool-size",
         type=int,
         default=DEFAULT_POOL_SIZE,
-        help="Portside's warm kernels per image ([agent] pool_size; default %(default)s)",
+        help="Portside's warm kernels per image ([agent] pool_size)",
     )
 
 
 def portside_config(pool_size: int) -> str:
     """The test configuration (tests/harness.py) with capacity that never limits, the
-    default log level, idle sessions kept for an hour, and the chosen warm pool."""
+    default log level, idle sessions kept for an hour, the chosen warm pool, and an app proxy
+    on a free port so benchmarks run beside other servers."""
     return f"""
 dev = true
 idle_timeout = 3600
@@ -390,6 +427,9 @@ shares = 8
 
 [agent]
 pool_size = {pool_size}
+
+[appproxy]
+port = 0
 """
 
 
@@ -454,22 +494,39 @@ class Portside:
         await asyncio.gather(*(one(s) for s in list(self.sessions.values())))
 
     def pooled_ready(self) -> int:
-        return sum(1 for k in kernel_processes(self.data_dir) if k.pooled)
+        """Pooled kernels whose state file exists (written once the kernel was forked)."""
+        count = 0
+        for state_file in (self.data_dir / "kernels").glob("*/state.json"):
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                count += bool(json.loads(state_file.read_text()).get("pooled"))
+        return count
+
+    def check_alive(self) -> None:
+        if self.server.process.poll() is not None:
+            raise RuntimeError(
+                f"the Portside server exited with {self.server.process.returncode}:\n"
+                + self.server.log_tail()
+            )
 
     async def wait_pool_full(self, timeout: float = 120.0) -> float:
-        """Waits until every image's pool is full and the server has gone quiet; returns the
+        """Waits until every image's pool is full and the refill has gone quiet; returns the
         seconds waited, which is how long a refill takes from where it stood."""
         start = time.monotonic()
         expected = self.pool_size * DEFAULT_IMAGE_COUNT
-        pid = self.server.process.pid
-        last = tree_cpu_seconds(pid)
+        zygotes = zygote_pids(self.server.process.pid, ProcessTable.read())
+        quiet = 0
+        last, last_at = refill_cpu_seconds(self.server, zygotes), time.monotonic()
         while time.monotonic() - start < timeout:
             await asyncio.sleep(0.25)
-            now = tree_cpu_seconds(pid)
-            busy = (now - last) / 0.25
-            last = now
-            if self.pooled_ready() >= expected and busy < 0.1:
-                break
+            self.check_alive()
+            now, now_at = refill_cpu_seconds(self.server, zygotes), time.monotonic()
+            busy = (now - last) / (now_at - last_at)
+            last, last_at = now, now_at
+            # Two quiet readings in a row: CPU times tick in 10 ms steps.
+            quiet = quiet + 1 if busy < 0.15 else 0
+            if quiet >= 2 and self.pooled_ready() >= expected:
+                return time.monotonic() - start
+        log(f"portside: the warm pool did not settle in {timeout:.0f} s; going on")
         return time.monotonic() - start
 
 
@@ -551,6 +608,63 @@ async def portside_server(pool_size: int) -> AsyncIterator[Portside]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def session_kernel_state(data_dir: Path, session_id: uuid.UUID) -> dict[str, Any]:
+    for state_file in (data_dir / "kernels").glob("*/state.json"):
+        state: dict[str, Any] = json.loads(state_file.read_text())
+        if state.get("spec", {}).get("session_id") == str(session_id):
+            return state
+    raise LookupError(f"no kernel state for session {session_id}")
+
+
+async def direct_round_trips(
+    data_dir: Path, session_id: uuid.UUID, count: int, code: str = "print(1)"
+) -> list[float]:
+    """``code`` sent straight to a session's kernel over its IPC sockets with jupyter_client,
+    bypassing the server: the floor under any REST round trip."""
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    state = session_kernel_state(data_dir, session_id)
+    client = AsyncKernelClient()
+    client.load_connection_info(
+        {
+            "transport": "ipc",
+            "ip": str(Path(state["base"]) / "run" / "kernel"),
+            "shell_port": 1,
+            "iopub_port": 2,
+            "stdin_port": 3,
+            "control_port": 4,
+            "hb_port": 5,
+            "key": state["connection_key"].encode(),
+            "signature_scheme": "hmac-sha256",
+        }
+    )
+    client.start_channels(hb=False)
+    times: list[float] = []
+    try:
+        # The IOPub subscription needs a moment before it receives anything.
+        await asyncio.sleep(0.5)
+        for i in range(count + 5):
+            start = time.perf_counter()
+            msg_id = client.execute(code, store_history=False)
+            while True:
+                msg = await asyncio.wait_for(client.get_iopub_msg(), 10)
+                if (
+                    msg["parent_header"].get("msg_id") == msg_id
+                    and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"
+                ):
+                    break
+            if i >= 5:
+                times.append(time.perf_counter() - start)
+            while (await asyncio.wait_for(client.get_shell_msg(), 10))["parent_header"].get(
+                "msg_id"
+            ) != msg_id:
+                pass
+    finally:
+        client.stop_channels()
+    return times
+
+
 class RawClient:
     """Signed REST calls on a bare aiohttp session, to tell the SDK's own cost apart from the
     server's."""
@@ -565,7 +679,7 @@ class RawClient:
 
     async def execute(self, session_id: str, code: str) -> dict[str, Any]:
         path = f"/session/{session_id}"
-        body = json.dumps({"mode": "query", "code": code, "runId": uuid.uuid4().hex[:16]})
+        body = json.dumps({"mode": "query", "code": code, "runId": uuid.uuid4().hex[:16]}).encode()
         date = dt.datetime.now(dt.UTC)
         content_type = "application/json"
         auth, _ = generate_signature(
@@ -733,7 +847,7 @@ class KernelGateway:
     def kernel_pids(self) -> list[int]:
         if self.process is None:
             return []
-        return [p.pid for p in descendants(self.process.pid)]
+        return descendants(self.process.pid)
 
     async def stop(self) -> None:
         for kernel_id in list(self.kernels):
@@ -741,7 +855,10 @@ class KernelGateway:
         if self.http is not None:
             await self.http.close()
         if self.process is not None:
-            children = descendants(self.process.pid)
+            children = []
+            for pid in descendants(self.process.pid):
+                with contextlib.suppress(psutil.Error):
+                    children.append(psutil.Process(pid))
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
                 try:

@@ -17,6 +17,7 @@ from bench.common import (
     Row,
     add_common_arguments,
     cpu_by_role,
+    environment_note,
     kernel_gateway,
     log,
     p50,
@@ -96,6 +97,7 @@ async def measure_portside(args: argparse.Namespace) -> Rate:
                     session = await ps.create()
                     out = await run_code(session, "print(1)")
                 except Exception as e:
+                    ps.check_alive()
                     rate.errors += 1
                     log(f"portside: a creation failed: {e!r}")
                     await asyncio.sleep(0.1)
@@ -223,11 +225,14 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     add_common_arguments(parser)
     add_arguments(parser)
     args = parser.parse_args()
     table, extra = asyncio.run(run(args))
+    extra.append(environment_note())
     print_table("Creation rate: Portside vs Jupyter Kernel Gateway", table, extra)
 
 

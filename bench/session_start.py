@@ -14,9 +14,12 @@ import time
 from dataclasses import dataclass, field
 
 from bench.common import (
+    DEFAULT_IMAGE_COUNT,
     RawClient,
     Row,
     add_common_arguments,
+    direct_round_trips,
+    environment_note,
     kernel_gateway,
     log,
     p50,
@@ -51,6 +54,11 @@ class PortsideStart:
     back_to_back: list[float] = field(default_factory=list)
     round_trip: list[float] = field(default_factory=list)
     raw_round_trip: list[float] = field(default_factory=list)
+    #: The same code sent to the kernel directly, an unsigned GET / and a signed
+    #: GET /session/{id}: what the REST round trip is made of.
+    kernel_direct: list[float] = field(default_factory=list)
+    hello: list[float] = field(default_factory=list)
+    get_info: list[float] = field(default_factory=list)
     refill_s: float = 0.0
     pool_size: int = 0
 
@@ -105,27 +113,33 @@ async def measure_portside(args: argparse.Namespace) -> PortsideStart:
         result.refill_s = await ps.wait_pool_full()
         log(f"portside: a drained pool refilled in {result.refill_s:.1f} s")
 
-        log(f"portside: {args.round_trips} print(1) round trips (SDK, then raw REST)")
+        log(f"portside: {args.round_trips} print(1) round trips each way, interleaved")
         session = await ps.create()
-        for _ in range(5):
-            await run_code(session, "print(1)")
-        for _ in range(args.round_trips):
-            start = time.perf_counter()
-            out = await run_code(session, "print(1)")
-            result.round_trip.append(time.perf_counter() - start)
+        assert session.id is not None
         raw = RawClient(ps)
         try:
-            assert session.id is not None
             for _ in range(5):
+                await run_code(session, "print(1)")
                 await raw.execute(str(session.id), "print(1)")
+            # Interleaved, so that a busy moment on the machine hits every kind alike.
             for _ in range(args.round_trips):
+                start = time.perf_counter()
+                await run_code(session, "print(1)")
+                result.round_trip.append(time.perf_counter() - start)
                 start = time.perf_counter()
                 body = await raw.execute(str(session.id), "print(1)")
                 result.raw_round_trip.append(time.perf_counter() - start)
                 if body["status"] != "finished":
                     raise RuntimeError(f"raw execute did not finish in one call: {body!r}")
+                start = time.perf_counter()
+                await ps.api.ComputeSession.hello()
+                result.hello.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                await session.get_info()
+                result.get_info.append(time.perf_counter() - start)
         finally:
             await raw.close()
+        result.kernel_direct = await direct_round_trips(ps.data_dir, session.id, args.round_trips)
     return result
 
 
@@ -218,7 +232,8 @@ def rows(ps: PortsideStart, jkg: JkgStart) -> list[Row]:
 def notes(args: argparse.Namespace, ps: PortsideStart, jkg: JkgStart) -> list[str]:
     ms = 1000.0
     return [
-        f"Portside pool_size = {ps.pool_size} warm kernels per image (3 images configured); "
+        f"Portside pool_size = {ps.pool_size} warm kernels per image ({DEFAULT_IMAGE_COUNT} images "
+        f"configured); "
         f"{len(ps.first_output)} paced creations {args.pause} s apart, each destroyed before "
         f"the pause; {len(ps.back_to_back)} back-to-back creations without pauses",
         f"Portside paced split, p50: create call {p50(ps.create_call) * ms:.1f} ms, "
@@ -229,7 +244,14 @@ def notes(args: argparse.Namespace, ps: PortsideStart, jkg: JkgStart) -> list[st
         f"{p50(jkg.create_call) * ms:.0f} ms and the WebSocket opened "
         f"{p50(jkg.ws_open) * ms:.0f} ms later (p50); round trip = execute_request sent → "
         f"status idle; to the stream output alone {p50(jkg.round_trip_first_output) * ms:.1f} ms",
+        "Kernel Gateway keeps no pool, so its back-to-back figures are its paced ones",
         f"round trips: {len(ps.round_trip)} each, after 5 unmeasured ones",
+        f"what a Portside REST print(1) is made of, p50: the kernel alone (jupyter_client over "
+        f"its IPC sockets, no server) {p50(ps.kernel_direct) * ms:.2f} ms; SDK + HTTP for an "
+        f"unsigned GET / {p50(ps.hello) * ms:.2f} ms; a signed GET /session/{{id}} "
+        f"{p50(ps.get_info) * ms:.2f} ms; so the server adds "
+        f"{(p50(ps.round_trip) - p50(ps.kernel_direct) - p50(ps.hello)) * ms:.2f} ms to an "
+        f"execute beyond the kernel and the HTTP exchange",
     ]
 
 
@@ -240,11 +262,14 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     add_common_arguments(parser)
     add_arguments(parser)
     args = parser.parse_args()
     table, extra = asyncio.run(run(args))
+    extra.append(environment_note())
     print_table("Session start: Portside vs Jupyter Kernel Gateway", table, extra)
 
 
