@@ -167,11 +167,12 @@ async def _target(request: web.Request) -> Target:
 async def get_info(request: web.Request) -> web.Response:
     principal = require_principal(request)
     platform = request.app[PLATFORM]
+    await platform.sessions.flush_activity()
     async with platform.db() as db:
         row = await platform.sessions.resolve(
             db, principal, request.match_info["ref"], request.query.get("owner_access_key")
         )
-    await platform.sessions.touch(row.id, query=True)
+    platform.sessions.touch(row.id, query=True)
     now = datetime.now(UTC)
     image = platform.images.resolve(row.image)
     info = {

@@ -37,7 +37,7 @@ class AppProxy:
         if delta:
             self.sessions.mark_busy(session_id, delta)
         else:
-            await self.sessions.touch(session_id)
+            self.sessions.touch(session_id)
 
     async def _permit_gate(
         self, circuit: Circuit, request: web.Request

@@ -131,7 +131,7 @@ class AppService:
         await self.ensure_started(
             row, app, envs=_json_dict(envs, "envs"), arguments=_json_dict(arguments, "arguments")
         )
-        await self.sessions.touch(row.id, query=True)
+        self.sessions.touch(row.id, query=True)
         token = tokens.issue(
             self.secret,
             APP_TOKEN,

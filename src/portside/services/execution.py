@@ -60,10 +60,7 @@ class ExecutionService:
     async def target(
         self, principal: Principal, reference: str, owner_access_key: str | None = None
     ) -> Target:
-        async with self.sessions.db() as db:
-            row: SessionRow = await self.sessions.resolve(
-                db, principal, reference, owner_access_key
-            )
+        row: SessionRow = await self.sessions.running(principal, reference, owner_access_key)
         if row.status != "RUNNING" or row.kernel_id is None:
             detail = f": {row.status_info}" if row.status_info else ""
             raise InvalidSessionState(f"the session is {row.status}{detail}")
@@ -73,14 +70,17 @@ class ExecutionService:
     @contextlib.asynccontextmanager
     async def _busy(self, target: Target, *, query: bool = False) -> AsyncIterator[None]:
         self.sessions.mark_busy(target.session_id, +1)
-        await self.sessions.touch(target.session_id, query=query)
+        self.sessions.touch(target.session_id, query=query)
         try:
             yield
         except AgentError as e:
+            if e.kind == "gone":
+                # Ended elsewhere: the next call looks the session up again.
+                self.sessions.forget_running(target.session_id)
             raise agent_error(e) from e
         finally:
             self.sessions.mark_busy(target.session_id, -1)
-            await self.sessions.touch(target.session_id)
+            self.sessions.touch(target.session_id)
 
     async def execute(
         self,

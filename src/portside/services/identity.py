@@ -180,6 +180,7 @@ async def modify_keypair(
             keypair.resource_policy = resource_policy
         if rate_limit is not None:
             keypair.rate_limit = rate_limit
+    platform.keys.forget()
 
 
 async def revoke_keypair(platform: Platform, principal: Principal | None, access_key: str) -> None:
@@ -195,6 +196,7 @@ async def delete_keypair(platform: Platform, principal: Principal | None, access
     async with platform.db() as db, db.begin():
         keypair = await identity.get_keypair(db, access_key)
         await db.delete(keypair)
+    platform.keys.forget()
 
 
 @dataclass(frozen=True, slots=True)

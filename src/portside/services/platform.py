@@ -27,6 +27,7 @@ from .bootstrap import BootstrapResult, bootstrap
 from .cluster import MODEL_SERVICES_LOCK, Leadership, PostgresBroadcast, asyncpg_dsn
 from .events import EventHub
 from .execution import ExecutionService
+from .keys import KeyCache
 from .model_services import ModelServiceManager
 from .sessions import SessionService
 from .tokens import load_secret
@@ -48,6 +49,7 @@ class Platform:
         self.engine = make_engine(config.effective_database_url)
         self.db: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
         self._credentials: BootstrapResult | None = None
+        self.keys = KeyCache(self.db)
         self.images = ImageRegistry(config.images, os.uname().machine)
         self.events = EventHub()
         self.agent: Agent = self._make_agent()

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
 
 from portside.agent.base import AgentError
@@ -72,7 +73,9 @@ class _Pending:
 
 class JupyterConnection:
     def __init__(self, connection: dict[str, Any]) -> None:
-        self.client = AsyncKernelClient()
+        # One ZeroMQ context for all kernels: a context per client would bring its own I/O
+        # threads, hundreds of them with hundreds of sessions.
+        self.client = AsyncKernelClient(context=zmq.asyncio.Context.instance())
         self.client.load_connection_info(connection)  # type: ignore[arg-type]
         self._pending: dict[str, _Pending] = {}
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -86,7 +89,9 @@ class JupyterConnection:
         double a new session's start-up time; asking ``kernel_info`` until its reply and its
         IOPub status both arrive is as safe and takes only as long as the kernel does.
         """
-        self.client.start_channels()
+        # No heartbeat channel: it is a thread per kernel, and the agent learns of a kernel's
+        # death from its process (pidfd), sooner and for free.
+        self.client.start_channels(hb=False)
         self._tasks = [
             asyncio.create_task(self._iopub_loop()),
             asyncio.create_task(self._shell_loop()),

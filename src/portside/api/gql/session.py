@@ -251,6 +251,7 @@ class SessionQueries(graphene.ObjectType):
             conditions.append(SessionRow.domain_name == domain_name)
         if group_id:
             conditions.append(SessionRow.group_id == group_id)
+        await c.platform.sessions.flush_activity()
         async with c.platform.db() as db:
             total = (
                 await db.execute(
@@ -280,6 +281,7 @@ class SessionQueries(graphene.ObjectType):
         query = _base_query().where(SessionRow.id == wanted)
         if not c.principal.is_admin:
             query = query.where(SessionRow.access_key == c.principal.access_key)
+        await c.platform.sessions.flush_activity()
         async with c.platform.db() as db:
             found = (await db.execute(query)).tuples().first()
         if found is None:
