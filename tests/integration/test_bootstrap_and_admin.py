@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from ai.backend.client.config import APIConfig
 from ai.backend.client.exceptions import BackendAPIError
 from ai.backend.client.session import Session
+from portside.services.keys import KEY_CACHE_SECONDS
 
 from ..harness import (
     DEV_ADMIN,
@@ -107,6 +109,8 @@ def test_admin_commands_create_list_and_revoke(tmp_path: Path, fresh_db_url: str
 
         revoked = _admin(tmp_path, fresh_db_url, "keypair", "revoke", alice.access_key)
         assert revoked.returncode == 0, revoked.stderr
+        # Made outside the server, the change reaches it once its cached key expires.
+        time.sleep(KEY_CACHE_SECONDS)
         with Session(config=alice) as api_session, pytest.raises(BackendAPIError) as e:
             api_session.System.get_versions()
         assert e.value.status == 401
