@@ -150,6 +150,9 @@ class Agent(Protocol):
         flush_timeout: float | None,
     ) -> ExecResult: ...
 
+    def holds_run(self, kernel_id: str, run_id: str) -> bool:
+        """Whether this agent instance has the run (its output and input prompt) in hand."""
+
     async def interrupt(self, kernel_id: str) -> None: ...
 
     async def complete(self, kernel_id: str, code: str, cursor: int) -> list[str]: ...

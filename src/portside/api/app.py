@@ -10,6 +10,7 @@ from . import apps, events, gql, service, session, stream, system, vfolder
 from .auth import auth_middleware
 from .context import PLATFORM
 from .errors import error_middleware
+from .forward import forwarder_ctx
 
 
 def build_app(platform: Platform) -> web.Application:
@@ -18,6 +19,7 @@ def build_app(platform: Platform) -> web.Application:
         client_max_size=platform.config.max_upload_total_size,
     )
     app[PLATFORM] = platform
+    app.cleanup_ctx.append(forwarder_ctx)
     app.add_routes(system.routes)
     app.add_routes(gql.routes)
     app.add_routes(session.routes)

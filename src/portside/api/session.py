@@ -21,11 +21,12 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from portside import durations
 from portside.errors import InvalidAPIParameters, NotImplementedAPI, RequestTooLarge
-from portside.services.execution import Target
+from portside.services.execution import RunElsewhere, Target
 from portside.services.sessions import SessionRequest
 
 from .auth import require_principal
 from .context import PLATFORM
+from .forward import forward
 from .params import read_params, validate
 
 routes = web.RouteTableDef()
@@ -261,13 +262,16 @@ async def execute(request: web.Request) -> web.Response:
         # The official client's execute(mode="complete") posts no mode (section 4.2).
         result = await execution.complete(target, body.code or "", body.options or {})
         return web.json_response({"result": {"result": result}})
-    outcome = await execution.execute(
-        target,
-        run_id=body.run_id,
-        mode=body.mode,
-        code=body.code or "",
-        opts=body.options or {},
-    )
+    try:
+        outcome = await execution.execute(
+            target,
+            run_id=body.run_id,
+            mode=body.mode,
+            code=body.code or "",
+            opts=body.options or {},
+        )
+    except RunElsewhere as e:
+        return await forward(request, e.server_url, f"run {e.run_id}")
     return web.json_response({"result": outcome.to_api()})
 
 

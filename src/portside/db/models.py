@@ -198,6 +198,22 @@ class SessionRow(Base):
     service_ports: Mapped[list[Any]] = mapped_column(default=list)
 
 
+class RunRow(Base):
+    """A run that outlived the call that started it, and the API server holding it.
+
+    A run's unread output and its pending input prompt live in the server that started it;
+    with several servers, a continuation that reaches another one is passed on to that server
+    (api/forward.py).  Runs that finish within their first call never get a row.
+    """
+
+    __tablename__ = "runs"
+
+    session_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    server_url: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class VFolderRow(Base):
     """A virtual folder: a directory on a volume host, owned by a user or by a project.
 

@@ -8,8 +8,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from portside.agent.base import Agent, AgentError, ExecResult, Pty
-from portside.db.models import SessionRow
+from portside.agent.execution import FINAL_STATUSES
+from portside.db.models import RunRow, SessionRow
 from portside.db.repositories.identity import Principal
 from portside.errors import (
     InvalidAPIParameters,
@@ -43,6 +46,15 @@ def agent_error(error: AgentError) -> PortsideError:
     return KernelError(str(error))
 
 
+class RunElsewhere(Exception):
+    """The run to continue is held by another API server, at ``server_url``."""
+
+    def __init__(self, run_id: str, server_url: str) -> None:
+        super().__init__(f"run {run_id} is held by the API server at {server_url}")
+        self.run_id = run_id
+        self.server_url = server_url
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """A running session resolved for one call."""
@@ -52,10 +64,14 @@ class Target:
 
 
 class ExecutionService:
-    def __init__(self, sessions: SessionService, agent: Agent, *, max_file_size: int) -> None:
+    def __init__(
+        self, sessions: SessionService, agent: Agent, *, max_file_size: int, server_url: str
+    ) -> None:
         self.sessions = sessions
         self.agent = agent
         self.max_file_size = max_file_size
+        #: Where other API servers reach this one to continue the runs it holds.
+        self.server_url = server_url
 
     async def target(
         self, principal: Principal, reference: str, owner_access_key: str | None = None
@@ -98,10 +114,40 @@ class ExecutionService:
             )
         if mode in ("continue", "input") and not run_id:
             raise InvalidAPIParameters(f"mode {mode!r} needs the runId of the run to continue")
+        continuing = mode in ("continue", "input")
+        if continuing and run_id and not self.agent.holds_run(target.kernel_id, run_id):
+            await self._raise_if_elsewhere(target, run_id)
         async with self._busy(target, query=True):
-            return await self.agent.execute(
+            result = await self.agent.execute(
                 target.kernel_id, run_id, mode, code, opts, flush_timeout
             )
+        ongoing = result.status not in FINAL_STATUSES
+        if ongoing and not continuing:
+            await self._hold(target, result.run_id)
+        elif not ongoing and continuing:
+            await self._release(target, result.run_id)
+        return result
+
+    async def _hold(self, target: Target, run_id: str) -> None:
+        """Records that this server holds a run its first call did not finish."""
+        async with self.sessions.db() as db, db.begin():
+            await db.merge(
+                RunRow(session_id=target.session_id, run_id=run_id, server_url=self.server_url)
+            )
+
+    async def _release(self, target: Target, run_id: str) -> None:
+        async with self.sessions.db() as db, db.begin():
+            await db.execute(
+                sa.delete(RunRow).where(
+                    RunRow.session_id == target.session_id, RunRow.run_id == run_id
+                )
+            )
+
+    async def _raise_if_elsewhere(self, target: Target, run_id: str) -> None:
+        async with self.sessions.db() as db:
+            row = await db.get(RunRow, (target.session_id, run_id))
+        if row is not None and row.server_url != self.server_url:
+            raise RunElsewhere(run_id, row.server_url)
 
     async def complete(self, target: Target, code: str, options: dict[str, Any]) -> dict[str, Any]:
         cursor = _cursor(code, options)

@@ -68,7 +68,10 @@ class Platform:
         )
         self.mounts = self.vfolders
         self.execution = ExecutionService(
-            self.sessions, self.agent, max_file_size=config.max_upload_file_size
+            self.sessions,
+            self.agent,
+            max_file_size=config.max_upload_file_size,
+            server_url=config.api_url,
         )
         self.apps = AppService(self.sessions, self.agent, self.images, config)
         self.circuits = CircuitManager(

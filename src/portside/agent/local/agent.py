@@ -648,6 +648,10 @@ class LocalAgent:
     ) -> ExecResult:
         return await self._kernel(kernel_id).execute(run_id, mode, code, opts, flush_timeout)
 
+    def holds_run(self, kernel_id: str, run_id: str) -> bool:
+        kernel = self.kernels.get(kernel_id)
+        return kernel is not None and run_id in kernel.runs.runs
+
     async def interrupt(self, kernel_id: str) -> None:
         await self._kernel(kernel_id).interrupt()
 
