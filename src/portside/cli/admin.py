@@ -1,9 +1,14 @@
-"""``portside admin``: users and keypairs, straight on the database (the local operator's tools)."""
+"""``portside admin``: users, keypairs, resource policies and images (the local operator's tools).
+
+Users, keypairs and policies are changed straight on the database; images are read from the
+server's configuration.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,9 +19,12 @@ from rich.table import Table
 
 from portside.config import Config
 from portside.errors import PortsideError
+from portside.images import ImageRegistry
 from portside.services import identity
 from portside.services.platform import Platform
 
+from .client.output import output_option, print_table
+from .client.session import human_slots
 from .options import build_config, config_options
 
 T = TypeVar("T")
@@ -35,7 +43,7 @@ def _run(config: Config, action: Callable[[Platform], Awaitable[T]]) -> T:
 
 @click.group()
 def admin() -> None:
-    """Administer users and keypairs."""
+    """Administer users, keypairs, resource policies and images."""
 
 
 @admin.group()
@@ -199,3 +207,41 @@ def policy_list(config_file: Path | None, data_dir: Path | None) -> None:
     """Show the resource policies."""
     config = build_config(config_file, data_dir)
     click.echo(json.dumps(_run(config, identity.list_resource_policies), indent=2))
+
+
+@admin.group()
+def image() -> None:
+    """Images: what sessions can be created from."""
+
+
+@image.command("list")
+@config_options
+@output_option
+def image_list(config_file: Path | None, data_dir: Path | None, output: str) -> None:
+    """List the images, their aliases, runtimes and apps."""
+    config = build_config(config_file, data_dir)
+    registry = ImageRegistry(config.images, os.uname().machine)
+    rows = [
+        {
+            "name": img.name,
+            "aliases": list(img.aliases),
+            "python": img.python,
+            "apps": [app.name for app in img.apps],
+            "min_cpu": str(img.min_slots.get("cpu", "")),
+            "min_mem": str(img.min_slots.get("mem", "")),
+            "architecture": img.architecture,
+        }
+        for img in registry
+    ]
+    if output == "table":
+        for row in rows:
+            row["min_mem"] = human_slots({"mem": row["min_mem"]})["mem"]
+    columns = [
+        ("name", "Name"),
+        ("aliases", "Aliases"),
+        ("python", "Python"),
+        ("apps", "Apps"),
+        ("min_cpu", "Min CPU"),
+        ("min_mem", "Min memory"),
+    ]
+    print_table(rows, columns, output=output, empty="No images are configured.")
