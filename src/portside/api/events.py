@@ -7,12 +7,14 @@ stream about one session therefore closes that way once the session has ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from aiohttp import web
 
 from portside.db.models import TERMINAL_STATUSES
 from portside.errors import InsufficientPrivilege
+from portside.services.events import SessionEvent
 
 from .auth import require_principal
 from .context import PLATFORM
@@ -44,23 +46,36 @@ async def session_events(request: web.Request) -> web.StreamResponse:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        await response.write(b"retry: 5000\n\n")
-        while not already_over:
-            try:
-                event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
-                continue
-            if session_id is not None and event.session_id != session_id:
-                continue
-            if session_id is None and event.access_key != owner:
-                continue
-            if scope not in ("*", "session") and not event.name.startswith(scope):
-                continue
-            data = json.dumps(event.to_wire())
-            await response.write(f"event: {event.name}\ndata: {data}\n\n".encode())
-            if session_id is not None and event.status in TERMINAL_STATUSES:
-                break
-        await response.write(b"event: server_close\ndata: {}\n\n")
-        await response.write_eof()
+        # A client that goes away mid-stream is no error: there is nobody left to tell.
+        with contextlib.suppress(ConnectionResetError):
+            await _stream(response, queue, session_id, owner, scope, already_over)
     return response
+
+
+async def _stream(
+    response: web.StreamResponse,
+    queue: asyncio.Queue[SessionEvent],
+    session_id: str | None,
+    owner: str,
+    scope: str,
+    already_over: bool,
+) -> None:
+    await response.write(b"retry: 5000\n\n")
+    while not already_over:
+        try:
+            event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+        except TimeoutError:
+            await response.write(b": keep-alive\n\n")
+            continue
+        if session_id is not None and event.session_id != session_id:
+            continue
+        if session_id is None and event.access_key != owner:
+            continue
+        if scope not in ("*", "session") and not event.name.startswith(scope):
+            continue
+        data = json.dumps(event.to_wire())
+        await response.write(f"event: {event.name}\ndata: {data}\n\n".encode())
+        if session_id is not None and event.status in TERMINAL_STATUSES:
+            break
+    await response.write(b"event: server_close\ndata: {}\n\n")
+    await response.write_eof()
