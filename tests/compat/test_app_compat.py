@@ -75,8 +75,9 @@ def test_app_command_forwards_a_local_port(
                 except OSError:
                     assert time.monotonic() < deadline, "the local port never opened"
                     time.sleep(0.2)
-            asyncio.run(_talk_to_terminal(port))
+            asyncio.run(asyncio.wait_for(_talk_to_terminal(port), 60))
         finally:
             forwarder.terminate()
-            forwarder.wait(10)
+            output, _ = forwarder.communicate(timeout=10)
+            print(output.decode(errors="replace"))
             compute.destroy()

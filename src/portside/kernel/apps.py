@@ -63,43 +63,51 @@ class AppManager:
         """Starts an app unless it runs already; ``command`` None means the user runs it.
 
         With ``wait`` false it returns once the process runs: model servers may load for
-        minutes, and their health checks, not a port probe, say when they are ready.
+        minutes, and their health checks, not a port probe, say when they are ready.  With
+        ``wait``, a caller finding the app started by another call that is still waiting for
+        it to listen waits as well, so that no caller is told to connect too early.
         """
         async with self._lock:
             app = self.apps.get(name)
             if app is not None and (app.process is None or app.process.returncode is None):
-                return {"status": "running", "port": app.port}
-            if command is None:
+                status = "running"
+            elif command is None:
                 self.apps[name] = App(name, port)
                 return {"status": "started", "port": port}
-            log_path = os.path.join(self.rundir, f"app-{name}.log")
-            log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *command,
-                    cwd=self.workdir,
-                    env={**os.environ, **env},
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,
-                    preexec_fn=_raise_oom_score,
-                )
-            except OSError as e:
-                return {"status": "failed", "error": f"cannot run {command[0]}: {e}"}
-            finally:
-                log.close()
-            app = App(name, port, process, log_path, env)
-            self.apps[name] = app
-        if not wait:
-            return {"status": "started", "port": port}
+            else:
+                log_path = os.path.join(self.rundir, f"app-{name}.log")
+                log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+                try:
+                    process = await asyncio.create_subprocess_exec(
+                        *command,
+                        cwd=self.workdir,
+                        env={**os.environ, **env},
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        start_new_session=True,
+                        preexec_fn=_raise_oom_score,
+                    )
+                except OSError as e:
+                    return {"status": "failed", "error": f"cannot run {command[0]}: {e}"}
+                finally:
+                    log.close()
+                app = self.apps[name] = App(name, port, process, log_path, env)
+                status = "started"
+        if not wait or app.process is None:
+            return {"status": status, "port": app.port}
+        return await self._until_listening(app, app.process, status)
+
+    async def _until_listening(
+        self, app: App, process: asyncio.subprocess.Process, status: str
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LAUNCH_TIMEOUT
         while loop.time() < deadline:
             if process.returncode is not None:
                 return {"status": "failed", "error": self._failure(app, "exited")}
-            if await _port_open(port):
-                return {"status": "started", "port": port}
+            if await _port_open(app.port):
+                return {"status": status, "port": app.port}
             await asyncio.sleep(0.05)
         process.kill()
         return {"status": "failed", "error": self._failure(app, "did not listen in time")}
