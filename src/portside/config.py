@@ -103,8 +103,17 @@ class AgentConfig(_Section):
     sandbox: Literal["auto", "bwrap", "none"] = "auto"
     #: The unprivileged uids kernels run as when the server runs as root.
     uid_base: int = 20000
-    #: Ray cluster address for the ``ray`` backend ("auto", "local" or ``ray://host:port``).
+    #: Ray cluster address for the ``ray`` backend: "local" starts a Ray head inside the server
+    #: (bound to 127.0.0.1, its files in ``<data_dir>/ray``), "auto" joins the cluster a
+    #: ``ray start`` on this machine made, ``host:port`` joins that cluster's head.
     ray_address: str = "local"
+    #: The address Ray uses for the server's own node; empty lets Ray choose (the machine's
+    #: routed address), except for a "local" head or a loopback ``ray_address``, which keep
+    #: every Ray connection on 127.0.0.1.
+    ray_node_ip: str = ""
+    #: Where each Ray node keeps its kernels' directories (``<dir>/<node id>``); empty means
+    #: ``<data_dir>/nodes``.  Data folders must be at the same path on every node.
+    ray_node_dir: str = ""
 
 
 class Config(_Section):

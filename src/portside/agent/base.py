@@ -206,6 +206,9 @@ class Placer(Protocol):
     the order of the queue to the cluster.
     """
 
+    def offered(self) -> dict[str, Decimal]:
+        """The slots the cluster's live nodes offer together, as last seen (nodes come and go)."""
+
     def never_fits(self, requested: Mapping[str, Decimal]) -> list[str]:
         """Why no node could ever hold ``requested``, even empty; an empty list if one could."""
 

@@ -2,7 +2,10 @@
 
 An agent describes how to reach a port as an *endpoint*: ``{"kind": "broker", "path", "port"}``
 for a local kernel (its broker connects inside the sandbox's network namespace and passes the
-socket back), or ``{"kind": "tcp", "host", "port"}`` for a relay on another node.
+socket back), ``{"kind": "tcp", "host", "port"}`` for a plain TCP port, or
+``{"kind": "relay", "host", "port", "token", "kernel_id", "app_port"}`` for a session on another
+node, reached through that node's relay (agent/ray/relay.py): one JSON line asks for the
+kernel's port, one JSON line answers, then the connection is the app's.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ class ConnectError(Exception):
     """The app's port could not be reached (not listening, session gone)."""
 
 
-def _from_broker(path: str, port: int) -> socket.socket:
+def from_broker(path: str, port: int) -> socket.socket:
+    """A socket connected to ``port`` inside a kernel's sandbox, from its broker (blocking)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as broker:
         broker.settimeout(10)
         broker.connect(path)
@@ -37,16 +41,49 @@ def _from_broker(path: str, port: int) -> socket.socket:
     return sock
 
 
+def _from_relay(endpoint: Endpoint) -> socket.socket:
+    """A socket through a node's relay, once the relay says the app's port answered."""
+    sock = socket.create_connection((endpoint["host"], int(endpoint["port"])), timeout=10)
+    try:
+        request = {
+            "token": endpoint["token"],
+            "kernel_id": endpoint["kernel_id"],
+            "port": int(endpoint["app_port"]),
+        }
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        # Byte by byte: whatever follows the answer line is the app's and must stay unread.
+        reply = bytearray()
+        while not reply.endswith(b"\n"):
+            byte = sock.recv(1)
+            if not byte or len(reply) > 4096:
+                raise ConnectError("the node's relay closed the connection")
+            reply += byte
+        try:
+            answer = json.loads(reply)
+        except ValueError:
+            raise ConnectError("the node's relay answered something else") from None
+        if not answer.get("ok"):
+            raise ConnectError(answer.get("error", "the node's relay refused the connection"))
+    except BaseException:
+        sock.close()
+        raise
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    return sock
+
+
 async def open_socket(endpoint: Endpoint) -> socket.socket:
     kind = endpoint.get("kind")
     try:
         if kind == "broker":
-            return await asyncio.to_thread(_from_broker, endpoint["path"], int(endpoint["port"]))
+            return await asyncio.to_thread(from_broker, endpoint["path"], int(endpoint["port"]))
         if kind == "tcp":
             sock = socket.create_connection((endpoint["host"], int(endpoint["port"])), timeout=10)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             return sock
+        if kind == "relay":
+            return await asyncio.to_thread(_from_relay, endpoint)
     except OSError as e:
         raise ConnectError(f"cannot reach the app: {e}") from e
     raise ConnectError(f"unknown endpoint kind {kind!r}")

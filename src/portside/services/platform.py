@@ -97,6 +97,16 @@ class Platform:
         return self.config.appproxy.host
 
     def _make_agent(self) -> Agent:
+        if self.config.agent.backend == "ray":
+            # Imported only here: the local backend (the default) needs no Ray.
+            try:
+                from portside.agent.ray.agent import RayAgent
+            except ImportError as e:
+                raise RuntimeError(
+                    f"backend = 'ray' needs Ray, which cannot be imported ({e}): "
+                    "pip install 'portside[ray]'"
+                ) from e
+            return RayAgent(self.config, self.images)
         from portside.agent.local.agent import LocalAgent
 
         return LocalAgent(self.config, self.images)

@@ -278,8 +278,11 @@ class SessionService:
 
     def requested_slots(self, image: Image, requested: dict[str, Any]) -> resources.Slots:
         """A request's slots, image minimums filled in; a 400 if it can never be served."""
-        slots = self._requested_slots(image, requested)
         placer = placer_of(self.agent)
+        if placer is not None:
+            # Nodes join and leave the cluster: its slots are those of the nodes alive now.
+            self._capacity = placer.offered()
+        slots = self._requested_slots(image, requested)
         # A cluster that places sessions itself can serve a request if any one node can.
         impossible = placer.never_fits(slots) if placer else never_fits(slots, self._capacity)
         if impossible:
@@ -616,7 +619,7 @@ class SessionService:
         session that may start is queued there, stays PENDING until it has a node, and only
         then goes on to SCHEDULED.  The order of that queue is the cluster's.
         """
-        self._capacity = await self.agent.capacity()
+        self._capacity = placer.offered()
         async with self.db() as db:
             live = (
                 await db.execute(
