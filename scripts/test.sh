@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: lint, types, and the whole suite on SQLite and on PostgreSQL.
+# The test command: lint, types, and the suite on SQLite, then its database-facing part on PostgreSQL.
 # It installs what the tests need first (the venv, bubblewrap and chromium where apt works,
 # the official client venvs), so it runs the same on a fresh clone as on a dev machine.
 set -euo pipefail
@@ -17,7 +17,17 @@ echo "== mypy"
 PG_URL=${PORTSIDE_TEST_PG_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}
 
 echo "== pytest (SQLite)"
-.venv/bin/pytest -p no:cacheprovider "$@"
+# With no arguments: the SQLite pass runs everything but the Ray cluster tests; the PostgreSQL
+# pass runs what talks to the database (clusters use PostgreSQL, so the Ray tests run there).
+# tests/scaleout always uses PostgreSQL: two API servers need it.
+if [ $# -gt 0 ]; then
+    sqlite_args=("$@")
+    pg_args=("$@")
+else
+    sqlite_args=(--ignore=tests/ray)
+    pg_args=(tests/unit tests/integration tests/ray)
+fi
+.venv/bin/pytest -p no:cacheprovider "${sqlite_args[@]}"
 
 if .venv/bin/python - "$PG_URL" <<'PY'
 import asyncio, sys
@@ -34,8 +44,7 @@ except Exception as e:
 PY
 then
     echo "== pytest (PostgreSQL)"
-    # tests/scaleout runs on PostgreSQL in both passes; once is enough.
-    PORTSIDE_TEST_DATABASE_URL=$PG_URL .venv/bin/pytest -p no:cacheprovider --ignore=tests/scaleout "$@"
+    PORTSIDE_TEST_DATABASE_URL=$PG_URL .venv/bin/pytest -p no:cacheprovider "${pg_args[@]}"
 elif [ "${CI:-}" = "true" ]; then
     echo "CI needs PostgreSQL for the second pass" >&2
     exit 1
