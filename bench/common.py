@@ -43,8 +43,8 @@ from portside.config import Config
 MiB = 1024 * 1024
 #: The image every benchmark session uses; an alias of ``python:latest`` in the default config.
 IMAGE = "python"
-#: Images in Portside's default configuration; each keeps its own warm pool.
-DEFAULT_IMAGE_COUNT = len(Config().images)
+#: The distinct interpreters of the default images: images that share one share a warm pool.
+DEFAULT_RUNTIME_COUNT = len({image.python for image in Config().images.values()})
 
 
 # Statistics and the result table ---------------------------------------------------------
@@ -404,7 +404,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--pool-size",
         type=int,
         default=DEFAULT_POOL_SIZE,
-        help="Portside's warm kernels per image ([agent] pool_size)",
+        help="Portside's warm kernels per runtime ([agent] pool_size)",
     )
 
 
@@ -512,7 +512,7 @@ class Portside:
         """Waits until every image's pool is full and the refill has gone quiet; returns the
         seconds waited, which is how long a refill takes from where it stood."""
         start = time.monotonic()
-        expected = self.pool_size * DEFAULT_IMAGE_COUNT
+        expected = self.pool_size * DEFAULT_RUNTIME_COUNT
         zygotes = zygote_pids(self.server.process.pid, ProcessTable.read())
         quiet = 0
         last, last_at = refill_cpu_seconds(self.server, zygotes), time.monotonic()

@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="destroy each Portside session once it answered instead of keeping it",
     )
     group.add_argument("--jkg-kernels", type=int, default=40, help="Kernel Gateway kernels")
+    group.add_argument(
+        "--portside-only",
+        action="store_true",
+        help="skip Kernel Gateway (while iterating on Portside; its columns stay empty)",
+    )
 
 
 @dataclass
@@ -59,19 +64,20 @@ class Rate:
 
     @property
     def per_second(self) -> float:
-        return len(self.done_at) / self.elapsed if self.elapsed else 0.0
+        """Creations per second; NaN (shown as "-") for a side that was not measured."""
+        return len(self.done_at) / self.elapsed if self.elapsed else float("nan")
 
     def steady_per_second(self) -> float:
         """The rate over the second half of the window, after the warm pool's head start."""
         half = self.elapsed / 2
         late = [t for t in self.done_at if t >= half]
-        return len(late) / (self.elapsed - half) if self.elapsed else 0.0
+        return len(late) / (self.elapsed - half) if self.elapsed else float("nan")
 
 
 async def measure_portside(args: argparse.Namespace) -> Rate:
     rate = Rate()
     async with portside_server(args.pool_size) as ps:
-        log(f"portside: waiting for the warm pool ({args.pool_size} per image)")
+        log(f"portside: waiting for the warm pool ({args.pool_size} per runtime)")
         await ps.wait_pool_full()
         warm = await ps.create()
         await run_code(warm, "print(1)")
@@ -202,10 +208,12 @@ def rows(ps: Rate, jkg: Rate) -> list[Row]:
 def notes(args: argparse.Namespace, ps: Rate, jkg: Rate) -> list[str]:
     kept = "destroyed each in the background" if args.destroy_each else "kept until the end"
     out = [
-        f"Portside pool_size = {args.pool_size} per image; {len(ps.done_at)} sessions in "
+        f"Portside pool_size = {args.pool_size} per runtime; {len(ps.done_at)} sessions in "
         f"{ps.elapsed:.1f} s with {args.concurrency} in flight, {kept}; {ps.errors} errors",
         f"Kernel Gateway: {len(jkg.done_at)} kernels in {jkg.elapsed:.1f} s with "
-        f"{args.concurrency} in flight, kept until the end; {jkg.errors} errors",
+        f"{args.concurrency} in flight, kept until the end; {jkg.errors} errors"
+        if not args.portside_only
+        else "Kernel Gateway: not measured (--portside-only)",
         "a creation counts when the new session's print(1) output has arrived",
     ]
     if ps.cpu_per_creation:
@@ -220,7 +228,7 @@ def notes(args: argparse.Namespace, ps: Rate, jkg: Rate) -> list[str]:
 
 async def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
     ps = await measure_portside(args)
-    jkg = await measure_jkg(args)
+    jkg = Rate() if args.portside_only else await measure_jkg(args)
     return rows(ps, jkg), notes(args, ps, jkg)
 
 

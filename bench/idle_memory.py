@@ -95,7 +95,7 @@ def mem_available() -> int:
 async def measure_portside(args: argparse.Namespace) -> PortsideIdle:
     result = PortsideIdle()
     async with portside_server(args.pool_size) as ps:
-        log(f"portside: waiting for the warm pool ({args.pool_size} per image)")
+        log(f"portside: waiting for the warm pool ({args.pool_size} per runtime)")
         await ps.wait_pool_full()
         result.before = await asyncio.to_thread(portside_memory, ps.server)
         available_before = mem_available()
@@ -257,7 +257,7 @@ def notes(args: argparse.Namespace, ps: PortsideIdle, jkg: JkgIdle) -> list[str]
     by_role = sorted(after.by_role.items())
     roles = ", ".join(f"{role} {size / n / MiB:.2f}" for role, size in by_role)
     return [
-        f"Portside pool_size = {args.pool_size} per image; {ps.sessions} sessions started in "
+        f"Portside pool_size = {args.pool_size} per runtime; {ps.sessions} sessions started in "
         f"{ps.fill_seconds:.1f} s ({args.create_concurrency} in flight), read {args.settle} s "
         f"after the pool refilled",
         f"Portside PSS per session by process (MiB): {roles}",

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.common import (
-    DEFAULT_IMAGE_COUNT,
+    DEFAULT_RUNTIME_COUNT,
     RawClient,
     Row,
     add_common_arguments,
@@ -75,7 +75,7 @@ class JkgStart:
 async def measure_portside(args: argparse.Namespace) -> PortsideStart:
     result = PortsideStart(pool_size=args.pool_size)
     async with portside_server(args.pool_size) as ps:
-        log(f"portside: waiting for the warm pool ({args.pool_size} per image)")
+        log(f"portside: waiting for the warm pool ({args.pool_size} per runtime)")
         await ps.wait_pool_full()
         # One unmeasured session: the first request pays for connection set-up and caches.
         warm = await ps.create()
@@ -232,8 +232,8 @@ def rows(ps: PortsideStart, jkg: JkgStart) -> list[Row]:
 def notes(args: argparse.Namespace, ps: PortsideStart, jkg: JkgStart) -> list[str]:
     ms = 1000.0
     return [
-        f"Portside pool_size = {ps.pool_size} warm kernels per image ({DEFAULT_IMAGE_COUNT} images "
-        f"configured); "
+        f"Portside pool_size = {ps.pool_size} warm kernels per interpreter "
+        f"({DEFAULT_RUNTIME_COUNT} configured); "
         f"{len(ps.first_output)} paced creations {args.pause} s apart, each destroyed before "
         f"the pause; {len(ps.back_to_back)} back-to-back creations without pauses",
         f"Portside paced split, p50: create call {p50(ps.create_call) * ms:.1f} ms, "

@@ -96,7 +96,8 @@ def _default_images() -> dict[str, ImageConfig]:
 
 class AgentConfig(_Section):
     backend: Literal["local", "ray"] = "local"
-    #: Warm kernels kept ready per image, so a session starts without booting one.
+    #: Warm kernels kept ready per interpreter (images that share one share the pool), so a
+    #: session starts without booting one.
     pool_size: int = Field(default=2, ge=0)
     #: "auto" uses bubblewrap when it works here; "none" runs kernels as plain processes
     #: (a loud warning says so).

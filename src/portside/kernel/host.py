@@ -4,6 +4,9 @@ Query-mode code runs in ipykernel, which the agent drives with jupyter_client ov
 sockets in the run directory).  Everything else a session does (batch commands, files, the
 terminal, apps) goes through the control server, a small asyncio loop on its own thread, so it
 answers even while a cell is busy.
+
+Only the zygote imports this module (before it forks kernels), so importing ipykernel here costs
+a kernel nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +15,32 @@ import json
 import os
 import sys
 from typing import Any
+
+from ipykernel.kernelapp import IPKernelApp
+from matplotlib_inline.backend_inline import configure_inline_support
+from traitlets.config import Config
+
+from portside.kernel.control import ControlServer
+
+
+class KernelApp(IPKernelApp):
+    """ipykernel's application, configured with a ``Config`` instead of a command line.
+
+    Parsing even an empty command line builds an argparse parser over every configurable
+    class: milliseconds of each kernel's start-up spent on nothing.
+    """
+
+    def parse_command_line(self, argv: list[str] | None = None) -> None:
+        self.argv = []
+        self.extra_args = []
+
+
+def kernel_config(connection_file: str) -> Config:
+    config = Config()
+    config.IPKernelApp.connection_file = connection_file
+    config.IPKernelApp.quiet = True
+    config.HistoryManager.enabled = False
+    return config
 
 
 def run_kernel(
@@ -28,25 +57,12 @@ def run_kernel(
     connection_file = os.path.join(rundir, "kernel.json")
     with open(connection_file, "w") as f:
         json.dump(connection, f)
-    from portside.kernel.control import ControlServer
-
     control = ControlServer(workdir, rundir, spec)
     control.start()
-    from ipykernel.kernelapp import IPKernelApp
-
-    app = IPKernelApp.instance()
-    app.initialize(  # type: ignore[no-untyped-call]
-        [
-            "-f",
-            connection_file,
-            "--HistoryManager.enabled=False",
-            "--IPKernelApp.quiet=True",
-        ]
-    )
+    app = KernelApp.instance(config=kernel_config(connection_file))
+    app.initialize([])  # type: ignore[no-untyped-call]
     # Figures appear as images at the end of a cell, as Backend.AI's kernels show them; the
     # zygote already switched matplotlib to the inline backend.
-    from matplotlib_inline.backend_inline import configure_inline_support
-
     configure_inline_support(app.shell, "module://matplotlib_inline.backend_inline")  # type: ignore[no-untyped-call]
     # The kernel's sockets are bound now; the agent may connect without retry delays.
     control.ready.set()

@@ -31,7 +31,10 @@ from typing import Any, TypedDict
 
 from portside.kernel import linux
 
-#: Modules a kernel would otherwise import while it starts or runs its first cell.
+#: Every module a kernel imports while it starts or runs its first cell.  One left out costs
+#: each kernel its import, and its compilation too: the runtime is read-only in the sandbox, so
+#: a module the zygote never imported (which writes its bytecode) is compiled from source in
+#: every kernel (compare ``sys.modules`` in a new session with the zygote's to find them).
 PRELOAD = (
     "ipykernel.kernelapp",
     "ipykernel.ipkernel",
@@ -40,13 +43,23 @@ PRELOAD = (
     "IPython",
     "IPython.core.completerlib",
     "IPython.core.debugger",
+    "IPython.core.logger",
+    "IPython.core.oinspect",
     "IPython.extensions.storemagic",
+    "IPython.utils.wildcard",
     "jupyter_client.session",
     "matplotlib",
     "matplotlib.pyplot",
     "matplotlib_inline.backend_inline",
+    "tornado.platform.asyncio",
+    "concurrent.futures.thread",
+    "encodings.utf_16_be",
+    "faulthandler",
+    "grp",
+    "pwd",
     "pdb",
     "pydoc",
+    "portside.kernel.control",
     "portside.kernel.host",
 )
 
@@ -81,6 +94,10 @@ def _preload() -> None:
     from IPython.core.pylabtools import activate_matplotlib
 
     activate_matplotlib(INLINE_BACKEND)  # type: ignore[no-untyped-call]
+    # Pillow imports its image format plugins when the first figure is saved as a PNG.
+    from PIL import Image
+
+    Image.preinit()
     # Objects created so far are shared with every kernel; freezing them keeps the garbage
     # collector from touching (and so copying) their pages in each child.
     gc.collect()

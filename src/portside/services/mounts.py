@@ -236,8 +236,6 @@ async def resolve_mounts(
     a foreign folder's included, is answered with 404 naming it.
     """
     requests = parse_requests(names, mount_map, mount_options)
-    if not requests:
-        return []
     owner = await _owner(service, principal, owner_access_key)
     async with service.db() as db:
         folders = await repo.list_folders(

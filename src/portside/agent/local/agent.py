@@ -3,7 +3,7 @@
 Each kernel gets a directory ``kernels/<id>/`` in the data directory with ``work/`` (its
 ``/home/work``) and ``run/`` (its sockets and exit record), a cgroup with its limits, a
 bubblewrap sandbox, and an unprivileged uid of its own.  Kernels are forked by a zygote per
-runtime, and a pool keeps a few of them ready per image so that creating a session does not
+runtime, and a pool keeps a few of them ready per runtime so that creating a session does not
 wait for a kernel to boot.  Kernels do not depend on the server process: after a restart the
 agent re-attaches to every kernel the database still lists and removes the rest.
 """
@@ -20,6 +20,7 @@ import shutil
 import signal
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,26 @@ def _first_closed_parent(path: Path) -> Path | None:
         except FileNotFoundError:
             return None
     return None
+
+
+@dataclass
+class KernelPool:
+    """The warm kernels of one runtime, ready to be handed to new sessions.
+
+    Images that share an interpreter share a pool: an image adds only metadata (its name, apps
+    and minimum resources), and a kernel gets its session's environment, the image's name
+    included, when it is taken (the control server's ``activate``).  A pool per image would
+    keep several idle kernels per runtime, and most of them would never be used.
+    """
+
+    python: str
+    #: The image pooled kernels are started as; the session that takes one sets its own.
+    image: str
+    #: Ids of ready, unassigned kernels (also in ``LocalAgent.kernels``), oldest first.
+    ready: list[str] = field(default_factory=list)
+    #: Set when the pool may be short: a kernel was taken or died, or a boot ended.
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    filler: asyncio.Task[None] | None = None
 
 
 class LocalPty:
@@ -111,13 +132,14 @@ class LocalAgent:
         self.kernels: dict[str, LocalKernel] = {}
         self.zygotes: dict[str, Zygote] = {}
         self._zygote_lock = asyncio.Lock()
-        #: Image name to the ids of its ready, unassigned kernels (also in ``kernels``).
-        self.pools: dict[str, list[str]] = {}
-        self._pool_tasks: list[asyncio.Task[None]] = []
+        #: Warm kernels by runtime (the interpreter's path).
+        self.pools: dict[str, KernelPool] = {}
         self._runtimes: dict[str, Runtime] = {}
         self.cgroups: CgroupDriver | None = None
         self.sandbox_problem: str | None = None
         self.is_root = os.geteuid() == 0
+        #: Where the search for a free uid starts (see _allocate_uid).
+        self._uid_cursor = 0
         self.isolation = "unknown"
         self.on_exit: ExitCallback | None = None
         self.slots: dict[str, Decimal] = {}
@@ -150,10 +172,11 @@ class LocalAgent:
         for info in live:
             survived[info.kernel_id] = await self._restore(info)
         await self._remove_orphans(set(survived))
-        for image in self.images:
-            if self.config.agent.pool_size > 0:
-                self.pools[image.name] = []
-                self._pool_tasks.append(asyncio.create_task(self._fill_pool(image.name)))
+        if self.config.agent.pool_size > 0:
+            for image in self.images:
+                if image.python not in self.pools:
+                    pool = self.pools[image.python] = KernelPool(image.python, image.name)
+                    pool.filler = asyncio.create_task(self._fill_pool(pool))
         return survived
 
     def _describe_isolation(self) -> str:
@@ -165,14 +188,15 @@ class LocalAgent:
 
     async def close(self) -> None:
         """Stops the agent; kernels keep running for the next server to re-attach."""
-        for task in self._pool_tasks:
+        fillers = [pool.filler for pool in self.pools.values() if pool.filler is not None]
+        for task in fillers:
             task.cancel()
-        for task in self._pool_tasks:
+        for task in fillers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for pool in self.pools.values():
-            while pool:
-                await self.destroy_kernel(pool.pop())
+            while pool.ready:
+                await self.destroy_kernel(pool.ready.pop())
         for kernel in list(self.kernels.values()):
             if kernel.exit_watch is not None:
                 kernel.exit_watch.cancel()
@@ -203,17 +227,24 @@ class LocalAgent:
 
     def _allocate_uid(self) -> int | None:
         """A uid no other kernel on this machine has, reserved with an exclusive file so that
-        servers sharing the data directory never hand out the same one."""
+        servers sharing the data directory never hand out the same one.
+
+        The search starts after the uid handed out last rather than at the bottom of the
+        range, which every kernel alive would otherwise cost one failed ``open`` (and a
+        released uid is not handed out again at once).
+        """
         if not self.is_root:
             return None
         reservations = self.root / "uids"
         reservations.mkdir(exist_ok=True)
-        for offset in range(UID_RANGE):
+        for step in range(UID_RANGE):
+            offset = (self._uid_cursor + step) % UID_RANGE
             uid = self.config.agent.uid_base + offset
             try:
                 os.close(os.open(reservations / str(uid), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 continue
+            self._uid_cursor = offset + 1
             return uid
         raise AgentError("no free uid for another kernel")
 
@@ -371,22 +402,30 @@ class LocalAgent:
             if kernel.cgroup and self.cgroups
             else []
         )
-        reply = await zygote.spawn(
-            {
-                "kernel_id": kernel.kernel_id,
-                "holder_pid": holder.init_pid if holder else None,
-                "uid": kernel.uid,
-                "gid": kernel.uid,
-                "cgroup_procs": cgroup_paths,
-                "rlimits": self._rlimits(kernel),
-                "cpu_affinity": self._affinity(kernel.spec),
-                "workdir": kernel.kernel_workdir,
-                "rundir": kernel.kernel_rundir,
-                "env": self._environment(kernel, python),
-                "connection": kernel.connection(for_kernel=True),
-                "spec": {"image": kernel.spec.image},
-            }
-        )
+        try:
+            reply = await zygote.spawn(
+                {
+                    "kernel_id": kernel.kernel_id,
+                    "holder_pid": holder.init_pid if holder else None,
+                    "uid": kernel.uid,
+                    "gid": kernel.uid,
+                    "cgroup_procs": cgroup_paths,
+                    "rlimits": self._rlimits(kernel),
+                    "cpu_affinity": self._affinity(kernel.spec),
+                    "workdir": kernel.kernel_workdir,
+                    "rundir": kernel.kernel_rundir,
+                    "env": self._environment(kernel, python),
+                    "connection": kernel.connection(for_kernel=True),
+                    "spec": {"image": kernel.spec.image},
+                }
+            )
+        except BaseException:
+            if first and holder is not None:
+                # The new sandbox is recorded nowhere yet (_destroy would not find it); ending
+                # its first process ends everything in it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(holder.init_pid, signal.SIGKILL)
+            raise
         kernel.processes = Processes(
             monitor_pid=reply["monitor_pid"],
             kernel_pid=reply["kernel_pid"],
@@ -426,11 +465,12 @@ class LocalAgent:
         Sessions with data folders, a bootstrap script or whole GPUs need a sandbox built for
         them, so they get a freshly forked kernel instead (a few hundred milliseconds).
         """
-        pool = self.pools.get(self.images.resolve(spec.image).name)
+        pool = self.pools.get(self.images.resolve(spec.image).python)
         if pool is None or spec.mounts or spec.bootstrap_script or "cuda.device" in spec.resources:
             return None
-        while pool:
-            kernel = self.kernels[pool.pop(0)]
+        while pool.ready:
+            kernel = self.kernels[pool.ready.pop(0)]
+            pool.wake.set()
             if kernel.state != "running":
                 continue
             kernel.spec = spec
@@ -448,20 +488,50 @@ class LocalAgent:
             return kernel
         return None
 
-    async def _fill_pool(self, image: str) -> None:
-        pool = self.pools[image]
-        template = KernelSpec(session_id="", image=image, resources={})
-        while True:
+    async def _fill_pool(self, pool: KernelPool) -> None:
+        """Keeps ``pool`` at ``pool_size`` ready kernels, for as long as the agent runs.
+
+        Kernels boot side by side, at most one per CPU: a boot spends much of its time waiting
+        (for bubblewrap, the zygote, the kernel's sockets), so one at a time would leave a pool
+        that a burst of sessions drained empty for longer than it needs to be, and those
+        sessions would wait for kernels of their own.  The filler sleeps until a kernel is taken
+        or dies or a boot ends; it never polls.
+        """
+        template = KernelSpec(session_id="", image=pool.image, resources={})
+        limit = len(os.sched_getaffinity(0))
+        boots: set[asyncio.Task[None]] = set()
+
+        async def boot() -> None:
             try:
-                while len(pool) < self.config.agent.pool_size:
-                    kernel = await self._launch(template, pooled=True)
-                    pool.append(kernel.kernel_id)
-                await asyncio.sleep(0.05)
-            except asyncio.CancelledError:
-                raise
+                kernel = await self._launch(template, pooled=True)
             except Exception:
-                log.exception("could not fill the kernel pool for %s", image)
+                log.exception("could not fill the kernel pool for %s", pool.python)
+                # This boot's slot stays taken a while: a runtime that cannot start kernels
+                # is not retried in a tight loop.
                 await asyncio.sleep(5)
+            else:
+                pool.ready.append(kernel.kernel_id)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            boots.discard(task)
+            pool.wake.set()
+
+        try:
+            while True:
+                pool.wake.clear()
+                while (
+                    len(pool.ready) + len(boots) < self.config.agent.pool_size
+                    and len(boots) < limit
+                ):
+                    task = asyncio.create_task(boot())
+                    boots.add(task)
+                    task.add_done_callback(ended)
+                await pool.wake.wait()
+        finally:
+            for task in boots:
+                task.cancel()
+            # A boot that is cancelled removes its half-started kernel (see _launch).
+            await asyncio.gather(*boots, return_exceptions=True)
 
     def _info(self, kernel: LocalKernel) -> KernelInfo:
         return KernelInfo(
@@ -500,8 +570,9 @@ class LocalAgent:
         await kernel.disconnect()
         if kernel.pooled or self.on_exit is None:
             for pool in self.pools.values():
-                if kernel.kernel_id in pool:
-                    pool.remove(kernel.kernel_id)
+                if kernel.kernel_id in pool.ready:
+                    pool.ready.remove(kernel.kernel_id)
+                    pool.wake.set()
             await self.destroy_kernel(kernel.kernel_id)
             return
         await self.on_exit(event)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import resource
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +66,19 @@ def exit_code_of(reply: dict[str, Any]) -> int:
     return 1
 
 
+@functools.cache
+def _shared_context() -> zmq.asyncio.Context:
+    """One ZeroMQ context for all kernels: a context per client would bring its own I/O
+    threads, hundreds of them with hundreds of sessions.
+
+    A context allows 1023 sockets unless told otherwise before its first socket, and each
+    kernel takes four; the process's file limit is the real bound.
+    """
+    context = zmq.asyncio.Context()
+    context.max_sockets = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return context
+
+
 @dataclass
 class _Pending:
     run: Run
@@ -73,13 +88,13 @@ class _Pending:
 
 class JupyterConnection:
     def __init__(self, connection: dict[str, Any]) -> None:
-        # One ZeroMQ context for all kernels: a context per client would bring its own I/O
-        # threads, hundreds of them with hundreds of sessions.
-        self.client = AsyncKernelClient(context=zmq.asyncio.Context.instance())
+        self.client = AsyncKernelClient(context=_shared_context())
         self.client.load_connection_info(connection)  # type: ignore[arg-type]
         self._pending: dict[str, _Pending] = {}
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._probes: dict[str, asyncio.Event] = {}
+        #: Set when the kernel confirmed our IOPub subscription (ipykernel 7's iopub_welcome).
+        self._subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, timeout: float = 30.0) -> None:
@@ -87,7 +102,9 @@ class JupyterConnection:
 
         jupyter_client's own ``wait_for_ready`` polls with fixed 200 ms sleeps, which would
         double a new session's start-up time; asking ``kernel_info`` until its reply and its
-        IOPub status both arrive is as safe and takes only as long as the kernel does.
+        IOPub status both arrive is as safe and takes only as long as the kernel does.  A
+        kernel that welcomes our IOPub subscription (ipykernel 7 and later) is ready once it
+        has replied: everything it publishes from then on reaches us.
         """
         # No heartbeat channel: it is a thread per kernel, and the agent learns of a kernel's
         # death from its process (pidfd), sooner and for free.
@@ -107,8 +124,10 @@ class JupyterConnection:
             try:
                 await asyncio.wait_for(reply, 1.0)
                 # A SUB socket misses what is published before its subscription arrives
-                # ("slow joiner"); a short wait, then ask again.
-                await asyncio.wait_for(seen.wait(), 0.05)
+                # ("slow joiner"); unless the kernel confirmed it, a short wait for the
+                # status of this request, then ask again.
+                if not self._subscribed.is_set():
+                    await asyncio.wait_for(seen.wait(), 0.05)
                 return
             except TimeoutError:
                 if loop.time() > deadline:
@@ -157,6 +176,11 @@ class JupyterConnection:
     async def _iopub_loop(self) -> None:
         while True:
             msg = await self.client.get_iopub_msg()
+            if msg["header"]["msg_type"] == "iopub_welcome":
+                self._subscribed.set()
+                for probe in self._probes.values():
+                    probe.set()
+                continue
             parent = msg.get("parent_header", {}).get("msg_id")
             if parent in self._probes:
                 self._probes[parent].set()

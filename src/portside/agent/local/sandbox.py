@@ -17,10 +17,12 @@ the holder's init ends everything in the sandbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -165,11 +167,31 @@ def write_identity(base: Path, uid: int | None) -> None:
     (base / "group").write_text(f"root:x:0:\nwork:x:{uid}:\nnogroup:x:65534:\n")
 
 
-def _read_all(fd: int) -> bytes:
+async def _read_pipe(fd: int, *, to_end: bool) -> bytes:
+    """What arrives on pipe ``fd``: all of it until every writer closed it (``to_end``), or the
+    first chunk.
+
+    Read as the event loop sees the pipe become readable: a worker thread per read would cost
+    each new sandbox two thread hand-offs, on the path of every session start.
+    """
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    os.set_blocking(fd, False)
+    loop.add_reader(fd, readable.set)
     chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                readable.clear()
+                await readable.wait()
+                continue
+            chunks.append(chunk)
+            if not chunk or not to_end:
+                return b"".join(chunks)
+    finally:
+        loop.remove_reader(fd)
 
 
 async def start_holder(
@@ -204,21 +226,29 @@ async def start_holder(
     os.close(info_w)
     os.close(ready_w)
     try:
-        info = await asyncio.to_thread(_read_all, info_r)
-        ready = await asyncio.to_thread(os.read, ready_r, 16)
-    finally:
-        os.close(info_r)
-        os.close(ready_r)
-    if not info or ready != b"ready":
-        stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-        process.wait()
-        raise AgentError(f"the sandbox did not start: {stderr.strip() or 'bwrap failed'}")
-    if process.stderr is not None:
-        process.stderr.close()
-    init_pid = int(json.loads(info)["child-pid"])
-    for procs in cgroup_procs:
-        # The holder and anything started in the sandbox count against the kernel's limits.
-        Path(procs).write_text(str(init_pid))
+        try:
+            info = await _read_pipe(info_r, to_end=True)
+            ready = await _read_pipe(ready_r, to_end=False)
+        finally:
+            os.close(info_r)
+            os.close(ready_r)
+        if not info or ready != b"ready":
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            process.wait()
+            raise AgentError(f"the sandbox did not start: {stderr.strip() or 'bwrap failed'}")
+        if process.stderr is not None:
+            process.stderr.close()
+        init_pid = int(json.loads(info)["child-pid"])
+        for procs in cgroup_procs:
+            # The holder and anything started in the sandbox count against the kernel's limits.
+            Path(procs).write_text(str(init_pid))
+    except BaseException:
+        # Nothing records this sandbox yet, so nothing would ever end it: a start that fails
+        # or is cancelled (the agent stopping while it fills its pool) kills it here.  Both
+        # bubblewrap processes and the holder share the process group bubblewrap leads.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        raise
     return Holder(process.pid, init_pid)
 
 

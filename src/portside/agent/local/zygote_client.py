@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 from typing import Any
@@ -49,6 +51,22 @@ class Zygote:
         log.info("zygote ready", extra={"python": self.python, "pid": self._process.pid})
 
     async def spawn(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Asks for a kernel; the reply has the pids of its monitor and of the kernel.
+
+        A caller cancelled while the zygote works does not cut the exchange short: its reply
+        would be read as the answer to the next request.  The exchange ends in the background
+        and the kernel it started, which nobody will look after, is killed (its monitor then
+        exits).
+        """
+        exchange = asyncio.ensure_future(self._exchange(request))
+        try:
+            line = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            exchange.add_done_callback(_kill_unwanted)
+            raise
+        return _parse_reply(line)
+
+    async def _exchange(self, request: dict[str, Any]) -> bytes:
         assert self._reader is not None
         assert self._writer is not None
         async with self._lock:
@@ -56,13 +74,7 @@ class Zygote:
                 raise AgentError("the kernel zygote is not running")
             self._writer.write(json.dumps({"op": "spawn", **request}).encode() + b"\n")
             await self._writer.drain()
-            line = await self._reader.readline()
-        if not line:
-            raise AgentError("the kernel zygote exited")
-        reply: dict[str, Any] = json.loads(line)
-        if not reply.get("ok"):
-            raise AgentError(f"the kernel could not be started: {reply.get('error')}")
-        return reply
+            return await self._reader.readline()
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -70,3 +82,20 @@ class Zygote:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             await asyncio.to_thread(self._process.wait)
+
+
+def _parse_reply(line: bytes) -> dict[str, Any]:
+    if not line:
+        raise AgentError("the kernel zygote exited")
+    reply: dict[str, Any] = json.loads(line)
+    if not reply.get("ok"):
+        raise AgentError(f"the kernel could not be started: {reply.get('error')}")
+    return reply
+
+
+def _kill_unwanted(exchange: asyncio.Future[bytes]) -> None:
+    """Ends the kernel of an exchange whose caller was cancelled."""
+    if exchange.cancelled() or exchange.exception() is not None:
+        return
+    with contextlib.suppress(AgentError, ProcessLookupError, ValueError):
+        os.kill(_parse_reply(exchange.result())["kernel_pid"], signal.SIGKILL)
