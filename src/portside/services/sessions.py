@@ -141,6 +141,7 @@ class SessionService:
         self._active: dict[uuid.UUID, _Active] = {}
         self._activity: dict[uuid.UUID, _Activity] = {}
         self._running: dict[tuple[str, str, str | None], tuple[float, SessionRow]] = {}
+        self._running_keys: dict[uuid.UUID, set[tuple[str, str, str | None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._capacity: dict[str, Decimal] = {}
@@ -266,13 +267,14 @@ class SessionService:
             row = await self.resolve(db, principal, reference, owner_access_key)
         if row.status == "RUNNING":
             self._running[key] = (now + RUNNING_CACHE_SECONDS, row)
+            self._running_keys.setdefault(row.id, set()).add(key)
         else:
             self._running.pop(key, None)
         return row
 
     def forget_running(self, session_id: uuid.UUID) -> None:
-        for key in [k for k, (_, row) in self._running.items() if row.id == session_id]:
-            del self._running[key]
+        for key in self._running_keys.pop(session_id, ()):
+            self._running.pop(key, None)
 
     # Creation ------------------------------------------------------------------------------
 
@@ -460,9 +462,14 @@ class SessionService:
         *,
         info: str | None = None,
         expect: Sequence[str] | None = None,
+        via: Sequence[str] = (),
         **values: Any,
     ) -> SessionRow | None:
-        """Moves a session to ``status`` (only from ``expect``, when given) and announces it."""
+        """Moves a session to ``status`` (only from ``expect``, when given) and announces it.
+
+        ``via`` names statuses passed through on the way, recorded and announced in order in
+        the same transaction (a session that is scheduled and at once prepared).
+        """
         async with self.db() as db, db.begin():
             row: SessionRow | None = await db.get(SessionRow, session_id, with_for_update=True)
             if row is None or (expect is not None and row.status not in expect):
@@ -471,13 +478,18 @@ class SessionService:
             row.status = status
             row.status_info = info
             row.status_changed = now
-            row.status_history = [*row.status_history, [status, now.isoformat()]]
+            row.status_history = [
+                *row.status_history,
+                *([passed, now.isoformat()] for passed in (*via, status)),
+            ]
             if status in TERMINAL_STATUSES:
                 row.terminated_at = now
                 row.occupying_slots = {}
             for key, value in values.items():
                 setattr(row, key, value)
         self.forget_running(session_id)
+        for passed in via:
+            await self._publish(row, passed)
         await self._publish(row, status, info or "")
         return row
 
@@ -597,14 +609,15 @@ class SessionService:
             sid = uuid.UUID(session_id)
             row = await self._transition(
                 sid,
-                "SCHEDULED",
+                "PREPARING",
+                via=("SCHEDULED",),
                 expect=("PENDING",),
                 scheduled_at=utcnow(),
                 occupying_slots=next(r.requested_slots for r in pending if r.id == sid),
             )
             if row is not None:
                 active = self._active.setdefault(sid, _Active())
-                active.start_task = asyncio.create_task(self._start_kernel(sid))
+                active.start_task = asyncio.create_task(self._start_kernel(row))
 
     async def _schedule_placed(
         self,
@@ -646,14 +659,15 @@ class SessionService:
                 continue
             started = await self._transition(
                 sid,
-                "SCHEDULED",
+                "PREPARING",
+                via=("SCHEDULED",),
                 expect=("PENDING",),
                 scheduled_at=utcnow(),
                 occupying_slots=row.requested_slots,
             )
             if started is not None:
                 active = self._active.setdefault(sid, _Active())
-                active.start_task = asyncio.create_task(self._start_kernel(sid))
+                active.start_task = asyncio.create_task(self._start_kernel(started))
 
     async def _set_status_info(self, session_id: uuid.UUID, info: str) -> None:
         async with self.db() as db, db.begin():
@@ -661,10 +675,9 @@ class SessionService:
             if row is not None and row.status == "PENDING" and row.status_info != info:
                 row.status_info = info
 
-    async def _start_kernel(self, session_id: uuid.UUID) -> None:
-        row = await self._transition(session_id, "PREPARING", expect=("SCHEDULED",))
-        if row is None:
-            return
+    async def _start_kernel(self, row: SessionRow) -> None:
+        """Starts the kernel of a session that has just become PREPARING."""
+        session_id = row.id
         spec = KernelSpec(
             session_id=str(row.id),
             image=row.image,
