@@ -7,14 +7,26 @@ import pytest
 
 from ai.backend.client.config import set_config
 
-from .harness import DEV_ADMIN, DEV_USER, RunningServer, database_url, reset_postgres, start_server
+from .harness import DEV_ADMIN, DEV_USER, RunningServer, start_server
+
+#: Lines of the server's log attached to a failing test's report.
+LOG_LINES_ON_FAILURE = 80
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """A test that fails against a running server shows what the server logged: in CI that log
+    is gone with the runner, and a timeout alone rarely says why."""
+    report: pytest.TestReport = yield
+    server = getattr(item, "funcargs", {}).get("server")
+    if report.failed and call.when == "call" and isinstance(server, RunningServer):
+        report.sections.append(("portside serve log (tail)", server.log_tail(LOG_LINES_ON_FAILURE)))
+    return report
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One real ``portside serve`` for the whole run, in development mode (example keypairs)."""
-    if database_url():
-        reset_postgres(database_url())
     running = start_server(tmp_path_factory.mktemp("portside"))
     try:
         yield running

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -45,21 +46,6 @@ def database_url() -> str:
     return os.environ.get("PORTSIDE_TEST_DATABASE_URL", "")
 
 
-def reset_postgres(url: str) -> None:
-    """Empties the test database so each test run starts from migrations."""
-    import sqlalchemy as sa
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    async def reset() -> None:
-        engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-        await engine.dispose()
-
-    asyncio.run(reset())
-
-
 def fresh_postgres_database(url: str, name: str) -> str:
     """Creates (or re-creates) database ``name`` beside ``url``'s and returns its URL.
 
@@ -81,6 +67,39 @@ def fresh_postgres_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
+def drop_postgres_database(url: str) -> None:
+    """Drops the database ``url`` names, from a connection to the test database."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def drop() -> None:
+        engine = create_async_engine(database_url(), isolation_level="AUTOCOMMIT")
+        async with engine.connect() as conn:
+            name = make_url(url).database
+            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await engine.dispose()
+
+    asyncio.run(drop())
+
+
+def server_database(data_dir: Path) -> str:
+    """The PostgreSQL database of the server in ``data_dir``: created empty on first use, found
+    again by a server restarted in the same directory.
+
+    Every server of a run has its own.  Two servers on one database with different data
+    directories would each take the other's sessions for its own, and the one elected to run
+    the model-service reconciler would run the other's replicas on its own backend.
+    """
+    marker = data_dir / "test-database-url"
+    if marker.exists():
+        return marker.read_text()
+    digest = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    url = fresh_postgres_database(database_url(), f"portside_{digest}")
+    marker.write_text(url)
+    return url
+
+
 @dataclass
 class RunningServer:
     data_dir: Path
@@ -88,6 +107,10 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     log_path: Path
     info: dict[str, Any] = field(default_factory=dict)
+    #: The PostgreSQL database it uses; empty for SQLite (in the data dir).
+    db_url: str = ""
+    #: Environment given to it beyond the test's own, for starting it again the same way.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self, keys: tuple[str, str] = DEV_ADMIN) -> dict[str, str]:
         """``BACKEND_*`` variables for a client signing with ``keys``."""
@@ -121,6 +144,10 @@ class RunningServer:
                 self.process.wait()
         if not keep_kernels:
             kill_leftover_kernels(self.data_dir)
+            marker = self.data_dir / "test-database-url"
+            if marker.exists():
+                drop_postgres_database(marker.read_text())
+                marker.unlink()
         return self.process.returncode
 
 
@@ -138,9 +165,10 @@ def start_server(
     server_file.unlink(missing_ok=True)
     log_path = data_dir / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_", "PORTSIDE_"))}
-    if database_url():
-        env["PORTSIDE_DATABASE_URL"] = database_url()
-    env.update(extra_env or {})
+    extra = dict(extra_env or {})
+    if database_url() and "PORTSIDE_DATABASE_URL" not in extra:
+        env["PORTSIDE_DATABASE_URL"] = server_database(data_dir)
+    env.update(extra)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [
@@ -169,7 +197,8 @@ def start_server(
             )
         if server_file.exists():
             info = json.loads(server_file.read_text())
-            return RunningServer(data_dir, info["api_url"], process, log_path, info)
+            db_url = env.get("PORTSIDE_DATABASE_URL", "")
+            return RunningServer(data_dir, info["api_url"], process, log_path, info, db_url, extra)
         time.sleep(0.05)
     process.kill()
     raise RuntimeError("portside serve did not start in time:\n" + log_path.read_text())

@@ -28,7 +28,7 @@ from ai.backend.client.config import APIConfig
 from ai.backend.client.exceptions import BackendAPIError
 from ai.backend.client.session import Session
 
-from ..harness import DEV_ADMIN, RunningServer, database_url
+from ..harness import DEV_ADMIN, RunningServer
 from .examples import (
     ClientPython,
     for_official,
@@ -160,8 +160,8 @@ def fresh_keypair_env(server: RunningServer) -> dict[str, str]:
     """A new user with a new keypair (``portside admin user create``): it owns no session."""
     email = f"lister-{uuid.uuid4().hex[:8]}@example.com"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PORTSIDE_", "BACKEND_"))}
-    if database_url():
-        env["PORTSIDE_DATABASE_URL"] = database_url()
+    if server.db_url:
+        env["PORTSIDE_DATABASE_URL"] = server.db_url
     proc = subprocess.run(
         [
             sys.executable,

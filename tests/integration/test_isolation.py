@@ -166,11 +166,7 @@ def test_idle_sessions_end_by_their_keypair_policy(tmp_path: Path, idle_timeout:
             check=True,
             capture_output=True,
             env={k: v for k, v in os.environ.items() if not k.startswith("PORTSIDE_")}
-            | (
-                {"PORTSIDE_DATABASE_URL": os.environ["PORTSIDE_TEST_DATABASE_URL"]}
-                if os.environ.get("PORTSIDE_TEST_DATABASE_URL")
-                else {}
-            ),
+            | ({"PORTSIDE_DATABASE_URL": server.db_url} if server.db_url else {}),
         )
         with Session(config=config_for(server)) as api:
             compute = api.ComputeSession.get_or_create("python", name="sleepy")

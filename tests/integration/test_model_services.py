@@ -79,10 +79,15 @@ def _gone(service: Any) -> bool:
     return False
 
 
-def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Any, timeout: float = 60, what: str = "condition", service: Any = None
+) -> Any:
+    """Polls ``predicate`` until it is truthy; a timeout names what the service's routes were."""
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            routes = service.info()["routes"] if service is not None else None
+            raise AssertionError(f"timed out waiting for {what}; routes: {routes}")
         time.sleep(0.3)
     return value
 
@@ -93,7 +98,7 @@ def healthy_routes(service: Any) -> list[dict[str, Any]]:
 
 def test_service_url_needs_a_token_unless_public(new_service: Any) -> None:
     private = new_service()
-    url = wait_for(lambda: private.info()["url"], what="a healthy replica")
+    url = wait_for(lambda: private.info()["url"], what="a healthy replica", service=private)
     assert private.info()["service_endpoint"] == url
     token = private.generate_api_token("3600s")["token"]
     for scheme in ("BackendAI", "Bearer"):
@@ -117,7 +122,9 @@ def test_service_url_needs_a_token_unless_public(new_service: Any) -> None:
         == 401
     )
     public = new_service(open_to_public=True)
-    public_url = wait_for(lambda: public.info()["url"], what="a healthy public replica")
+    public_url = wait_for(
+        lambda: public.info()["url"], what="a healthy public replica", service=public
+    )
     assert requests.get(public_url, timeout=10).status_code == 200
     # One service's token does not open another.
     other = requests.get(f"{public_url}/", headers={"Authorization": f"Bearer {token}"}, timeout=10)
@@ -174,16 +181,22 @@ def _hammer(url: str, token: str, stop: threading.Event, results: list[int]) -> 
 
 def test_scaling_up_and_down_loses_no_requests(new_service: Any) -> None:
     service = new_service(1)
-    url = wait_for(lambda: service.info()["url"], what="the first replica")
+    url = wait_for(lambda: service.info()["url"], what="the first replica", service=service)
     token = service.generate_api_token("1h")["token"]
     stop, results = threading.Event(), []
     client = threading.Thread(target=_hammer, args=(url, token, stop, results))
     client.start()
     try:
         assert service.scale(3) == {"current_route_count": 1, "target_count": 3}
-        wait_for(lambda: len(healthy_routes(service)) == 3, what="three healthy replicas")
+        wait_for(
+            lambda: len(healthy_routes(service)) == 3,
+            what="three healthy replicas",
+            service=service,
+        )
         service.scale(1)
-        wait_for(lambda: len(service.info()["routes"]) == 1, what="scaling back to one")
+        wait_for(
+            lambda: len(service.info()["routes"]) == 1, what="scaling back to one", service=service
+        )
         time.sleep(1)
     finally:
         stop.set()
@@ -199,6 +212,7 @@ def test_a_killed_replica_leaves_the_rotation_and_is_replaced(
     url = wait_for(
         lambda: len(healthy_routes(service)) == 2 and service.info()["url"],
         what="two healthy replicas",
+        service=service,
     )
     token = service.generate_api_token("1h")["token"]
     before = {r["route_id"] for r in service.info()["routes"]}
@@ -216,6 +230,7 @@ def test_a_killed_replica_leaves_the_rotation_and_is_replaced(
                 and {r["route_id"] for r in service.info()["routes"]} != before
             ),
             what="the replacement replica",
+            service=service,
         )
     finally:
         stop.set()

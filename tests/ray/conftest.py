@@ -22,7 +22,7 @@ from ai.backend.client.exceptions import BackendAPIError
 from ai.backend.client.session import Session
 
 from ..e2e.examples import OURS, ClientPython
-from ..harness import DEV_ADMIN, RunningServer, database_url, reset_postgres, start_server
+from ..harness import DEV_ADMIN, RunningServer, start_server
 from .raycluster import (
     LOOPBACK_ENV,
     GiB,
@@ -97,8 +97,6 @@ def server(
     ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
     """``portside serve`` with ``backend = "ray"``, joined to the test cluster."""
-    if database_url():
-        reset_postgres(database_url())
     data_dir = tmp_path_factory.mktemp("srv")
     ray_cluster.node_roots.append(data_dir / "nodes")
     running = start_server(
@@ -124,7 +122,7 @@ def restart(server: RunningServer) -> None:
     server.stop(keep_kernels=True)
     config_text = (server.data_dir / "portside-test.toml").read_text()
     again = start_server(
-        server.data_dir, config_text=config_text, extra_env=LOOPBACK_ENV, timeout=120
+        server.data_dir, config_text=config_text, extra_env=server.extra_env, timeout=120
     )
     server.api_url, server.process, server.info = again.api_url, again.process, again.info
 

@@ -11,6 +11,7 @@ With SQLite there is one server: it broadcasts to nobody and always leads.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -42,6 +43,9 @@ class PostgresBroadcast:
         self.hub = hub
         self.origin = uuid.uuid4().hex
         self._conn: Any = None
+        #: One asyncpg connection runs one statement at a time; events are published from
+        #: many tasks at once.
+        self._send_lock = asyncio.Lock()
 
     async def start(self) -> None:
         import asyncpg
@@ -58,7 +62,8 @@ class PostgresBroadcast:
 
     async def forward(self, event: SessionEvent) -> None:
         payload = json.dumps({"origin": self.origin, "event": event.to_dict()})
-        await self._conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        async with self._send_lock:
+            await self._conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
     async def close(self) -> None:
         self.hub.set_forwarder(None)

@@ -140,6 +140,7 @@ class SessionService:
         self._wakeup = asyncio.Event()
         self._active: dict[uuid.UUID, _Active] = {}
         self._activity: dict[uuid.UUID, _Activity] = {}
+        self._flush_lock = asyncio.Lock()
         self._running: dict[tuple[str, str, str | None], tuple[float, SessionRow]] = {}
         self._running_keys: dict[uuid.UUID, set[tuple[str, str, str | None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -850,9 +851,27 @@ class SessionService:
             activity.queries += 1
 
     async def flush_activity(self) -> None:
-        if not self._activity:
-            return
-        pending, self._activity = self._activity, {}
+        """Writes the activity noted so far.  When it returns, every ``touch`` made before the
+        call is in the database: a caller that finds another flush writing waits for it."""
+        async with self._flush_lock:
+            if self._activity:
+                pending, self._activity = self._activity, {}
+                try:
+                    await self._write_activity(pending)
+                except BaseException:
+                    self._merge_back(pending)
+                    raise
+
+    def _merge_back(self, pending: dict[uuid.UUID, _Activity]) -> None:
+        """Returns activity a failed write took, to be written with the next flush."""
+        for session_id, old in pending.items():
+            current = self._activity.get(session_id)
+            if current is None:
+                self._activity[session_id] = old
+            else:
+                current.queries += old.queries
+
+    async def _write_activity(self, pending: dict[uuid.UUID, _Activity]) -> None:
         table = cast(sa.Table, SessionRow.__table__)
         statement = (
             sa.update(table)
