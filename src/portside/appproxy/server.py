@@ -8,6 +8,7 @@ credential.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from aiohttp import web
@@ -21,6 +22,11 @@ from portside.services.sessions import SessionService
 from .circuits import Circuit, CircuitManager, Route, problem
 
 CORS = {"Access-Control-Allow-Origin": "*"}
+#: How long a circuit trusts its last lookup of where an app is.  A session that ends on this
+#: server drops the entry at once (``on_event``); one another server ends is seen within this
+#: time.  Looking it up on every request (a database read and a thread hop) was most of what
+#: the proxy cost per request.
+ROUTE_CACHE_SECONDS = 1.0
 
 
 class AppProxy:
@@ -32,6 +38,8 @@ class AppProxy:
         self.apps = apps
         self.sessions = sessions
         self.circuits = circuits
+        #: (session, app) to when the lookup expires and the route it found.
+        self._routes: dict[tuple[uuid.UUID, str], tuple[float, Route]] = {}
 
     async def _activity(self, session_id: uuid.UUID, delta: int) -> None:
         if delta:
@@ -49,11 +57,18 @@ class AppProxy:
         async def route(tried: set[str]) -> Route | None:
             if tried:
                 return None
+            now = time.monotonic()
+            cached = self._routes.get((session_id, app_name))
+            if cached is not None and cached[0] > now:
+                return cached[1]
             running = await self.apps.running_app(session_id, app_name)
             if running is None:
+                self._routes.pop((session_id, app_name), None)
                 return None
             endpoint = self.apps.agent.app_endpoint(running.kernel_id, running.app.port)
-            return Route(session_id, endpoint)
+            found = Route(session_id, endpoint)
+            self._routes[(session_id, app_name)] = (now + ROUTE_CACHE_SECONDS, found)
+            return found
 
         key = ("app", session_id, app_name, user_id)
         return await self.circuits.get_or_create(key, route, self._permit_gate, self._activity)
@@ -61,6 +76,8 @@ class AppProxy:
     async def on_event(self, event: SessionEvent) -> None:
         if event.status in ("TERMINATING", "TERMINATED", "CANCELLED", "ERROR"):
             session_id = uuid.UUID(event.session_id)
+            for key in [k for k in self._routes if k[0] == session_id]:
+                del self._routes[key]
             await self.circuits.close_where(lambda key: key[0] == "app" and key[1] == session_id)
 
     async def add(self, request: web.Request) -> web.Response:
