@@ -34,8 +34,6 @@ PERMIT_SETUP = "permit-setup"
 SETUP_PATH = "/_portside/setup"
 #: Sessions are marked active at most this often while traffic flows through a circuit.
 TOUCH_INTERVAL = 5.0
-#: Verified permits a circuit remembers (a few per browser that opened the app).
-MAX_CACHED_PERMITS = 1024
 
 
 def problem(status: int, title: str, msg: str) -> web.Response:
@@ -99,9 +97,7 @@ class Circuit:
     #: Replica label to where it is; the connector looks the request's host label up here.
     _endpoints: dict[str, Endpoint] = field(default_factory=dict)
     _last_touch: dict[uuid.UUID, float] = field(default_factory=dict)
-    #: Permit cookies that verified, to when they expire: a browser sends the same one with
-    #: every request, and checking its signature each time was a tenth of a relayed request.
-    _permits: dict[str, float] = field(default_factory=dict)
+    _permits: tokens.Verified = field(default_factory=lambda: tokens.Verified(PERMIT))
 
     @property
     def cookie_name(self) -> str:
@@ -180,19 +176,12 @@ class Circuit:
         cookie = _cookie(request, self.cookie_name)
         if cookie is None:
             return "open the app through its link first (no permit)"
-        expires = self._permits.get(cookie)
-        if expires is not None and time.time() < expires:
-            return None
         try:
-            claims = tokens.verify(self.secret, cookie, PERMIT)
+            claims = self._permits.verify(self.secret, cookie)
         except tokens.TokenError as e:
-            self._permits.pop(cookie, None)
             return str(e)
         if claims.get("cid") != self.id:
             return "the permit belongs to another app"
-        if len(self._permits) >= MAX_CACHED_PERMITS:
-            self._permits.clear()
-        self._permits[cookie] = float(claims["exp"])
         return None
 
     async def _touch(self, session_id: uuid.UUID) -> None:

@@ -161,6 +161,7 @@ class ModelServiceManager:
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._rng = random.Random()
+        self._tokens = tokens.Verified(SERVICE_TOKEN)
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -302,7 +303,7 @@ class ModelServiceManager:
         if scheme not in ("BackendAI", "Bearer") or not token.strip():
             return problem(401, "Unauthorized", "use Authorization: BackendAI <token> or Bearer")
         try:
-            claims = tokens.verify(self.apps.secret, token.strip(), SERVICE_TOKEN)
+            claims = self._tokens.verify(self.apps.secret, token.strip())
         except tokens.TokenError as e:
             return problem(401, "Unauthorized", str(e))
         if claims.get("eid") != str(endpoint_id):
