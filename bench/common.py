@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,44 +128,82 @@ def _cells(row: Row) -> list[str]:
 
 
 HEADERS = ["metric", "Portside", "Kernel Gateway", "ratio", "target", "met?"]
+RATIO_NOTE = "ratio: how many times better Portside is than Kernel Gateway"
 
 
-def print_table(title: str, rows: Iterable[Row], notes: Iterable[str] = ()) -> None:
-    """A plain-text table; ratio is how many times better Portside is than Kernel Gateway."""
+def print_table(
+    title: str,
+    rows: Iterable[Row],
+    notes: Iterable[str] = (),
+    *,
+    headers: Sequence[str] = HEADERS,
+    ratio_note: str = RATIO_NOTE,
+) -> None:
+    """A plain-text table, the meaning of its ratio column and the notes under it."""
     lines = [_cells(r) for r in rows]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(HEADERS)]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
     print()
     print(title)
-    print("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)))
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for line in lines:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
-    print("(ratio: how many times better Portside is than Kernel Gateway)")
+    print(f"({ratio_note})")
     for note in notes:
         print(f"- {note}")
     print(flush=True)
 
 
-def markdown_table(rows: Iterable[Row]) -> str:
-    head = "| metric | Portside | Kernel Gateway | ratio | target | met? |"
-    out = [head, "|---|---:|---:|---:|---|---|"]
-    for row in rows:
-        out.append("| " + " | ".join(_cells(row)) + " |")
+def markdown_table(rows: Iterable[Row], headers: Sequence[str] = HEADERS) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|---|---:|---:|---:|---|---|"]
+    out += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
     return "\n".join(out)
 
 
-def environment_note() -> str:
+def machine_note() -> str:
     """The conditions of the run, since a busy machine moves every figure here."""
-    import jupyter_server
-    import kernel_gateway as gateway_package
-
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     total = psutil.virtual_memory().total / 1024**3
     return (
         f"machine: {os.cpu_count()} CPUs, {total:.0f} GiB, load average {load} at the end; "
-        f"Python {sys.version.split()[0]}, Kernel Gateway {gateway_package.__version__} "
+        f"Python {sys.version.split()[0]}"
+    )
+
+
+def environment_note() -> str:
+    """The run's conditions and the peer's versions."""
+    import jupyter_server
+    import kernel_gateway as gateway_package
+
+    return (
+        f"{machine_note()}, Kernel Gateway {gateway_package.__version__} "
         f"(jupyter_server {jupyter_server.__version__}) with default settings"
     )
+
+
+Results = tuple[list[Row], list[str]]
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Options with their defaults, under the module's docstring as written."""
+
+
+def bench_main(
+    doc: str | None,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, Results]],
+    title: str,
+    *,
+    printer: Callable[[str, Iterable[Row], Iterable[str]], None] = print_table,
+    note: Callable[[], str] = environment_note,
+) -> None:
+    """A benchmark module's command line: its options and the common ones, the run, the
+    table with the run's conditions last."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=HelpFormatter)
+    add_common_arguments(parser)
+    add_arguments(parser)
+    table, extra = asyncio.run(run(parser.parse_args()))
+    printer(title, table, [*extra, note()])
 
 
 def log(message: str) -> None:

@@ -15,15 +15,13 @@ from dataclasses import dataclass, field
 
 from bench.common import (
     Row,
-    add_common_arguments,
+    bench_main,
     cpu_by_role,
-    environment_note,
     kernel_gateway,
     log,
     p50,
     percentile,
     portside_server,
-    print_table,
     run_code,
 )
 
@@ -233,15 +231,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args()
-    table, extra = asyncio.run(run(args))
-    extra.append(environment_note())
-    print_table("Creation rate: Portside vs Jupyter Kernel Gateway", table, extra)
+    bench_main(__doc__, add_arguments, run, "Creation rate: Portside vs Jupyter Kernel Gateway")
 
 
 if __name__ == "__main__":

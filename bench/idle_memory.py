@@ -20,16 +20,14 @@ from bench.common import (
     MiB,
     PortsideMemory,
     Row,
-    add_common_arguments,
+    bench_main,
     cpu_by_role,
     cpu_seconds,
-    environment_note,
     kernel_gateway,
     log,
     p50,
     portside_memory,
     portside_server,
-    print_table,
     pss_bytes,
     rss_bytes,
     run_code,
@@ -286,15 +284,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args()
-    table, extra = asyncio.run(run(args))
-    extra.append(environment_note())
-    print_table("Idle memory: Portside vs Jupyter Kernel Gateway", table, extra)
+    bench_main(__doc__, add_arguments, run, "Idle memory: Portside vs Jupyter Kernel Gateway")
 
 
 if __name__ == "__main__":

@@ -17,15 +17,13 @@ from bench.common import (
     DEFAULT_RUNTIME_COUNT,
     RawClient,
     Row,
-    add_common_arguments,
+    bench_main,
     direct_round_trips,
-    environment_note,
     kernel_gateway,
     log,
     p50,
     percentile,
     portside_server,
-    print_table,
     run_code,
 )
 
@@ -262,15 +260,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args()
-    table, extra = asyncio.run(run(args))
-    extra.append(environment_note())
-    print_table("Session start: Portside vs Jupyter Kernel Gateway", table, extra)
+    bench_main(__doc__, add_arguments, run, "Session start: Portside vs Jupyter Kernel Gateway")
 
 
 if __name__ == "__main__":
