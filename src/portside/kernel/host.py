@@ -21,6 +21,7 @@ from matplotlib_inline.backend_inline import configure_inline_support
 from traitlets.config import Config
 
 from portside.kernel.control import ControlServer
+from portside.kernel.streams import OrderedIOPubThread
 
 
 class KernelApp(IPKernelApp):
@@ -34,12 +35,21 @@ class KernelApp(IPKernelApp):
         self.argv = []
         self.extra_args = []
 
+    def init_iopub(self, context: Any) -> None:
+        super().init_iopub(context)  # type: ignore[no-untyped-call]
+        # The thread is made and started there; its sends from itself go out at once from now.
+        self.iopub_thread.__class__ = OrderedIOPubThread
+
 
 def kernel_config(connection_file: str) -> Config:
     config = Config()
     config.IPKernelApp.connection_file = connection_file
     config.IPKernelApp.quiet = True
     config.HistoryManager.enabled = False
+    config.IPKernelApp.outstream_class = "portside.kernel.streams.OrderedOutStream"
+    # ipykernel sleeps 0.5 ms after each execution in case output is still on its way; the
+    # agent waits for the kernel's "idle", which follows all of a run's output, instead.
+    config.IPythonKernel._execute_sleep = 0.0
     return config
 
 

@@ -61,6 +61,7 @@ PRELOAD = (
     "pydoc",
     "portside.kernel.control",
     "portside.kernel.host",
+    "portside.kernel.streams",
 )
 
 
