@@ -13,6 +13,7 @@ import time
 
 from bench import appproxy, creation_rate, http_relay, idle_memory, model_ingress, session_start
 from bench.common import (
+    RATIO_NOTE,
     Row,
     add_common_arguments,
     environment_note,
@@ -78,7 +79,7 @@ def main() -> None:
         print()
         print(markdown_table(rows))
         print()
-        print("Ratio: how many times better Portside is than Kernel Gateway.")
+        print(f"({RATIO_NOTE})")
         print()
         for note in [*notes, environment_note()]:
             print(f"- {note}")
@@ -88,7 +89,7 @@ def main() -> None:
         print()
         print(http_relay.markdown_table(relay_rows))
         print()
-        print(f"Ratio: {http_relay.RATIO_NOTE}.")
+        print(f"({http_relay.RATIO_NOTE})")
         print()
         for note in [*relay_notes, http_relay.environment_note()]:
             print(f"- {note}")
