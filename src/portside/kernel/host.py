@@ -12,6 +12,7 @@ a kernel nothing.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Any
@@ -71,6 +72,9 @@ def run_kernel(
     control.start()
     app = KernelApp.instance(config=kernel_config(connection_file))
     app.initialize([])  # type: ignore[no-untyped-call]
+    # traitlets leaves the application's logger at DEBUG and filters in its handler, so every
+    # debug line of every message was formatted into a record and thrown away.
+    app.log.setLevel(logging.WARNING)
     # Figures appear as images at the end of a cell, as Backend.AI's kernels show them; the
     # zygote already switched matplotlib to the inline backend.
     configure_inline_support(app.shell, "module://matplotlib_inline.backend_inline")  # type: ignore[no-untyped-call]
