@@ -38,7 +38,6 @@ CPU time per request, which the notes report.
 from __future__ import annotations
 
 import argparse
-import time
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -125,16 +124,16 @@ async def measure(args: argparse.Namespace) -> dict[str, http_relay.Comparison]:
 
 
 async def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
-    start = time.monotonic()
-    results = await measure(args)
-    log(f"app proxy: measured in {time.monotonic() - start:.0f} s")
-    rows, notes = http_relay.tabulate(
-        results, "app proxy, {app} app", TARGET_ADDED_LATENCY_MS, TARGET_THROUGHPUT_SHARE
+    rows, notes = await http_relay.report(
+        "app proxy",
+        measure,
+        args,
+        "app proxy, {app} app",
+        TARGET_ADDED_LATENCY_MS,
+        TARGET_THROUGHPUT_SHARE,
     )
-    notes.append(
-        f"app proxy: each app answers {args.relay_body} bytes to a GET carrying the permit cookie"
-    )
-    return rows, notes
+    body = args.relay_body
+    return rows, [*notes, f"app proxy: each app answers {body} bytes to a GET with the permit"]
 
 
 def main() -> None:

@@ -503,19 +503,24 @@ def comparison_rows(
     ]
 
 
-def tabulate(
-    results: dict[str, Comparison],
+async def report(
     what: str,
+    measure: Callable[[argparse.Namespace], Awaitable[dict[str, Comparison]]],
+    args: argparse.Namespace,
+    label: str,
     latency_target_ms: float,
     share_target: float | None,
 ) -> tuple[list[Row], list[str]]:
-    """Rows and notes for each app's comparison; ``what`` names the path, with ``{app}``."""
+    """Measures, then rows and notes for each app's comparison (``label`` has ``{app}``)."""
+    start = time.monotonic()
+    results = await measure(args)
+    log(f"{what}: measured in {time.monotonic() - start:.0f} s")
     rows: list[Row] = []
     notes: list[str] = []
     for app, result in results.items():
-        label = what.format(app=app)
-        rows += comparison_rows(label, result, latency_target_ms, share_target)
-        notes += comparison_notes(label, result)
+        name = label.format(app=app)
+        rows += comparison_rows(name, result, latency_target_ms, share_target)
+        notes += comparison_notes(name, result)
     return rows, notes
 
 

@@ -187,17 +187,16 @@ async def measure(args: argparse.Namespace) -> dict[str, http_relay.Comparison]:
 
 
 async def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
-    start = time.monotonic()
-    results = await measure(args)
-    log(f"model ingress: measured in {time.monotonic() - start:.0f} s")
-    rows, notes = http_relay.tabulate(
-        results, "model ingress, {app} replica", TARGET_ADDED_LATENCY_MS, None
+    rows, notes = await http_relay.report(
+        "model ingress",
+        measure,
+        args,
+        "model ingress, {app} replica",
+        TARGET_ADDED_LATENCY_MS,
+        None,
     )
-    notes.append(
-        f"model ingress: each call POSTs {len(BODY)} bytes of JSON with the service's token; "
-        f"the replica answers {args.relay_body} bytes"
-    )
-    return rows, notes
+    call = f"each call POSTs {len(BODY)} bytes of JSON with the service's token"
+    return rows, [*notes, f"model ingress: {call}; the replica answers {args.relay_body} bytes"]
 
 
 def main() -> None:
