@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
+from ..harness import missing
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -32,9 +32,7 @@ def require_ray() -> None:
         import ray  # noqa: F401
     except ImportError:
         reason = "Ray is not installed: pip install 'portside[ray]'"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(reason)
 
 
 def node_args(temp_dir: Path, node: dict[str, Any]) -> dict[str, Any]:
