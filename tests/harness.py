@@ -41,6 +41,24 @@ shares = 8
 """
 
 
+#: A model folder's definition whose "model" is Python's ``http.server`` in the folder: it
+#: starts at once, so model-service tests exercise the platform (replicas, health checks, the
+#: ingress) in seconds.  tests/e2e runs the real example model.
+HTTP_MODEL_DEFINITION = """
+models:
+  - name: http-model
+    model_path: /models
+    service:
+      start_command: python -m http.server 8000 --bind 127.0.0.1
+      port: 8000
+      health_check:
+        path: /model-definition.yaml
+        interval: 1
+        max_retries: 2
+        initial_delay: 30
+"""
+
+
 def missing(reason: str) -> NoReturn:
     """Ends a test that needs what this machine lacks (an official client's Python, Ray,
     PostgreSQL).  A user without it gets a skip that says what to install; CI installs

@@ -12,28 +12,15 @@ import requests
 from ai.backend.client.exceptions import BackendAPIError
 from ai.backend.client.session import Session
 
+from ..harness import HTTP_MODEL_DEFINITION
 from .conftest import CLI, assert_one_line_error, wait_for
-
-DEFINITION = """
-models:
-  - name: http-model
-    model_path: /models
-    service:
-      start_command: python -m http.server 8000 --bind 127.0.0.1
-      port: 8000
-      health_check:
-        path: /model-definition.yaml
-        interval: 1
-        max_retries: 2
-        initial_delay: 30
-"""
 
 
 @pytest.fixture
 def model_folder(cli: CLI, api: Session) -> Iterator[str]:
     name = f"climodel-{uuid.uuid4().hex[:8]}"
     (cli.cwd / "model").mkdir()
-    (cli.cwd / "model" / "model-definition.yaml").write_text(DEFINITION)
+    (cli.cwd / "model" / "model-definition.yaml").write_text(HTTP_MODEL_DEFINITION)
     cli.ok("vfolder", "create", name, "--usage-mode", "model", "-q")
     cli.ok("vfolder", "upload", name, "model-definition.yaml", "--basedir", "model", "-q")
     yield name

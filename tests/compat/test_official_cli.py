@@ -23,22 +23,11 @@ from ai.backend.client.config import APIConfig
 from ai.backend.client.exceptions import BackendAPIError
 from ai.backend.client.session import Session
 
-from ..harness import DEV_ADMIN, RunningServer
+from ..harness import DEV_ADMIN, HTTP_MODEL_DEFINITION, RunningServer
 from .conftest import OfficialClient
 
 Result = subprocess.CompletedProcess[str]
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-DEFINITION = """
-models:
-  - name: http-model
-    model_path: /models
-    service:
-      start_command: python -m http.server 8000 --bind 127.0.0.1
-      port: 8000
-      health_check:
-        path: /model-definition.yaml
-        interval: 1
-"""
 
 
 @pytest.fixture
@@ -107,7 +96,7 @@ def test_service_list(
     official: OfficialClient, server: RunningServer, api: Session, tmp_path: Path
 ) -> None:
     folder = f"offmodel-{uuid.uuid4().hex[:8]}"
-    (tmp_path / "model-definition.yaml").write_text(DEFINITION)
+    (tmp_path / "model-definition.yaml").write_text(HTTP_MODEL_DEFINITION)
     api.VFolder.create(folder)
     api.VFolder(folder).upload(["model-definition.yaml"], basedir=tmp_path)
     name = f"offsvc-{uuid.uuid4().hex[:6]}"

@@ -13,18 +13,8 @@ import requests
 from ai.backend.client.config import APIConfig
 from ai.backend.client.session import Session
 
-from ..harness import DEV_ADMIN, RunningServer
+from ..harness import DEV_ADMIN, HTTP_MODEL_DEFINITION, RunningServer
 from .conftest import OfficialClient
-
-DEFINITION = """
-models:
-  - name: http-model
-    model_path: /models
-    service:
-      start_command: python -m http.server 8000 --bind 127.0.0.1
-      port: 8000
-      health_check: {path: /model-definition.yaml, interval: 1, max_retries: 2}
-"""
 
 
 def _cli(official: OfficialClient, server: RunningServer, cwd: Path, *args: str) -> str:
@@ -41,7 +31,7 @@ def test_service_commands(official: OfficialClient, server: RunningServer, tmp_p
     config = APIConfig(endpoint=server.api_url, access_key=DEV_ADMIN[0], secret_key=DEV_ADMIN[1])
     folder = f"model-{uuid.uuid4().hex[:8]}"
     name = f"svc-{uuid.uuid4().hex[:8]}"
-    (tmp_path / "model-definition.yaml").write_text(DEFINITION)
+    (tmp_path / "model-definition.yaml").write_text(HTTP_MODEL_DEFINITION)
     with Session(config=config) as api:
         api.VFolder.create(folder)
         api.VFolder(folder).upload(["model-definition.yaml"], basedir=tmp_path)

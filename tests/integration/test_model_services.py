@@ -20,28 +20,14 @@ import requests
 from ai.backend.client.exceptions import BackendAPIError
 from ai.backend.client.session import Session
 
-from ..harness import DEV_USER, RunningServer
+from ..harness import DEV_USER, HTTP_MODEL_DEFINITION, RunningServer
 from .conftest import config_for
-
-DEFINITION = """
-models:
-  - name: http-model
-    model_path: /models
-    service:
-      start_command: python -m http.server 8000 --bind 127.0.0.1
-      port: 8000
-      health_check:
-        path: /model-definition.yaml
-        interval: 1
-        max_retries: 2
-        initial_delay: 30
-"""
 
 
 @pytest.fixture
 def model_folder(api: Session, tmp_path: Path) -> Iterator[str]:
     name = f"model-{uuid.uuid4().hex[:8]}"
-    (tmp_path / "model-definition.yaml").write_text(DEFINITION)
+    (tmp_path / "model-definition.yaml").write_text(HTTP_MODEL_DEFINITION)
     api.VFolder.create(name)
     api.VFolder(name).upload(["model-definition.yaml"], basedir=tmp_path)
     yield name

@@ -9,20 +9,16 @@ the cluster's.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ai.backend.client.config import APIConfig
-from ai.backend.client.exceptions import BackendAPIError
-from ai.backend.client.session import Session
-
 from ..e2e.examples import OURS, ClientPython
-from ..harness import DEV_ADMIN, RunningServer, start_server
+from ..harness import RunningServer, start_server
+from ..integration.conftest import api, new_session
 from .raycluster import (
     LOOPBACK_ENV,
     GiB,
@@ -133,28 +129,5 @@ def client() -> ClientPython:
     return OURS
 
 
-@pytest.fixture
-def api(server: RunningServer) -> Iterator[Session]:
-    config = APIConfig(endpoint=server.api_url, access_key=DEV_ADMIN[0], secret_key=DEV_ADMIN[1])
-    with Session(config=config) as session:
-        yield session
-
-
-@pytest.fixture
-def new_session(api: Session) -> Iterator[Callable[..., Any]]:
-    """Creates compute sessions that are destroyed when the test ends."""
-    created: list[Any] = []
-
-    def create(image: str = "python", **kwargs: Any) -> Any:
-        kwargs.setdefault("name", f"r-{uuid.uuid4().hex[:10]}")
-        compute = api.ComputeSession.get_or_create(image, **kwargs)
-        created.append(compute)
-        return compute
-
-    yield create
-    for compute in created:
-        try:
-            compute.destroy(forced=True)
-        except BackendAPIError as e:
-            if e.status != 404:
-                raise
+#: The SDK session and session factory of tests/integration, here on this package's server.
+__all__ = ["api", "new_session"]
