@@ -31,7 +31,14 @@ from typing import Any
 
 import aiohttp
 import psutil
-from tests.harness import DEV_ADMIN, REPO, RunningServer, start_server
+from tests.harness import (
+    DEV_ADMIN,
+    REPO,
+    RunningServer,
+    kernel_state_files,
+    kill_leftover_kernels,
+    start_server,
+)
 
 from ai.backend.client.auth import generate_signature
 from ai.backend.client.config import APIConfig
@@ -292,7 +299,7 @@ def kernel_processes(data_dir: Path, table: ProcessTable | None = None) -> list[
     """
     table = table or ProcessTable.read()
     found = []
-    for state_file in sorted((data_dir / "kernels").glob("*/state.json")):
+    for state_file in kernel_state_files(data_dir):
         try:
             state = json.loads(state_file.read_text())
         except (OSError, json.JSONDecodeError):
@@ -420,7 +427,7 @@ def refill_cpu_seconds(server: RunningServer, zygotes: set[int]) -> float:
     """CPU time of what a pool refill keeps busy: the server, its zygote and the pooled
     kernels (idle session kernels, which tick over on their own, are left out)."""
     total = cpu_seconds(server.process.pid) + sum(cpu_seconds(pid) for pid in zygotes)
-    for state_file in (server.data_dir / "kernels").glob("*/state.json"):
+    for state_file in kernel_state_files(server.data_dir):
         try:
             state = json.loads(state_file.read_text())
             if state.get("pooled") and state.get("processes"):
@@ -534,7 +541,7 @@ class Portside:
     def pooled_ready(self) -> int:
         """Pooled kernels whose state file exists (written once the kernel was forked)."""
         count = 0
-        for state_file in (self.data_dir / "kernels").glob("*/state.json"):
+        for state_file in kernel_state_files(self.data_dir):
             with contextlib.suppress(OSError, json.JSONDecodeError):
                 count += bool(json.loads(state_file.read_text()).get("pooled"))
         return count
@@ -593,32 +600,6 @@ def _raise_policy(data_dir: Path) -> None:
     )
 
 
-def kill_leftover_kernels(data_dir: Path) -> int:
-    """Kills the sandboxes of kernels a stopped server left behind.
-
-    Portside keeps session kernels running across a server restart, so a benchmark that
-    stops its server before every session is destroyed would leave them running.  A recorded
-    pid is killed only while its start time still matches, never a reused pid.
-    """
-    killed = 0
-    for state_file in (data_dir / "kernels").glob("*/state.json"):
-        try:
-            state = json.loads(state_file.read_text())
-            procs = Processes.from_dict(state["processes"])
-        except (OSError, KeyError, TypeError, json.JSONDecodeError):
-            continue
-        if procs.holder is not None and procs.holder_alive():
-            with contextlib.suppress(ProcessLookupError):
-                # The sandbox's first process: killing it ends its whole pid namespace.
-                os.kill(procs.holder.init_pid, signal.SIGKILL)
-                killed += 1
-        if procs.kernel_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(procs.kernel_pid, signal.SIGKILL)
-                killed += 1
-    return killed
-
-
 @asynccontextmanager
 async def portside_server(pool_size: int) -> AsyncIterator[Portside]:
     data_dir = Path(tempfile.mkdtemp(prefix="portside-bench-"))
@@ -640,14 +621,13 @@ async def portside_server(pool_size: int) -> AsyncIterator[Portside]:
     finally:
         if server is not None:
             await asyncio.to_thread(server.stop)
-        left = kill_leftover_kernels(data_dir)
-        if left:
-            log(f"killed {left} processes of kernels the server left behind")
+        else:
+            kill_leftover_kernels(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def session_kernel_state(data_dir: Path, session_id: uuid.UUID) -> dict[str, Any]:
-    for state_file in (data_dir / "kernels").glob("*/state.json"):
+    for state_file in kernel_state_files(data_dir):
         state: dict[str, Any] = json.loads(state_file.read_text())
         if state.get("spec", {}).get("session_id") == str(session_id):
             return state

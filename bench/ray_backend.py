@@ -27,7 +27,13 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.harness import DEV_ADMIN, RunningServer, kill_leftover_kernels, start_server
+from tests.harness import (
+    DEV_ADMIN,
+    RunningServer,
+    kernel_state_files,
+    kill_leftover_kernels,
+    start_server,
+)
 
 from ai.backend.client.config import APIConfig
 from ai.backend.client.func.session import ComputeSession
@@ -66,15 +72,15 @@ class Figures:
     server_start: float = 0.0
 
 
-def _kernel_dirs(data_dir: Path) -> list[Path]:
-    """Where kernels keep their state: ``kernels/`` (local) or each node's (Ray)."""
-    return [data_dir / "kernels", *(data_dir / "nodes").glob("*/kernels")]
+def _agent_dirs(data_dir: Path) -> list[Path]:
+    """The data directories of the local agents: the server's own, or each Ray node's."""
+    return [data_dir, *(data_dir / "nodes").glob("*/")]
 
 
 def pooled_kernels(data_dir: Path) -> int:
     count = 0
-    for root in _kernel_dirs(data_dir):
-        for state_file in root.glob("*/state.json"):
+    for agent_dir in _agent_dirs(data_dir):
+        for state_file in kernel_state_files(agent_dir):
             with suppress(OSError, json.JSONDecodeError):
                 count += bool(json.loads(state_file.read_text()).get("pooled"))
     return count
@@ -108,8 +114,8 @@ async def server(backend: str, pool_size: int) -> AsyncIterator[tuple[RunningSer
     finally:
         if running is not None:
             await asyncio.to_thread(running.stop)
-        for root in _kernel_dirs(data_dir):
-            kill_leftover_kernels(root.parent)
+        for agent_dir in _agent_dirs(data_dir):
+            kill_leftover_kernels(agent_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -244,11 +245,20 @@ def running_server(
         server.stop(keep_kernels=keep_kernels)
 
 
+def kernel_state_files(data_dir: Path) -> list[Path]:
+    """The state files of the kernels a server on ``data_dir`` runs (or left running)."""
+    from portside.agent.local.layout import run_root
+
+    return sorted(run_root(data_dir).glob("*/state.json"))
+
+
 def kill_leftover_kernels(data_dir: Path) -> None:
-    """Ends the sandboxes of a stopped server (their first process takes the rest along)."""
+    """Ends the sandboxes of a stopped server (their first process takes the rest along) and
+    removes their run directories, which live outside the data directory."""
+    from portside.agent.local.layout import run_root
     from portside.kernel.linux import process_start_time
 
-    for state_file in (data_dir / "kernels").glob("*/state.json"):
+    for state_file in kernel_state_files(data_dir):
         try:
             processes = json.loads(state_file.read_text()).get("processes") or {}
         except (OSError, json.JSONDecodeError):
@@ -260,3 +270,4 @@ def kill_leftover_kernels(data_dir: Path) -> None:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+    shutil.rmtree(run_root(data_dir), ignore_errors=True)

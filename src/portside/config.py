@@ -104,6 +104,10 @@ class AgentConfig(_Section):
     sandbox: Literal["auto", "bwrap", "none"] = "auto"
     #: The unprivileged uids kernels run as when the server runs as root.
     uid_base: int = 20000
+    #: Where kernels' sockets, logs and state files go (a directory of this server's inside
+    #: it); empty means ``$XDG_RUNTIME_DIR`` or ``/dev/shm``, memory file systems, else the
+    #: data directory.  Session files stay in the data directory (agent/local/layout.py).
+    run_dir: str = ""
     #: Ray cluster address for the ``ray`` backend: "local" starts a Ray head inside the server
     #: (bound to 127.0.0.1, its files in ``<data_dir>/ray``), "auto" joins the cluster a
     #: ``ray start`` on this machine made, ``host:port`` joins that cluster's head.

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from ai.backend.client.session import Session
+from portside.agent.local.layout import run_root
 
-from ..harness import RunningServer, running_server
+from ..harness import RunningServer, kernel_state_files, kill_leftover_kernels, running_server
 from .conftest import config_for, run
 
 
@@ -32,7 +33,7 @@ def _kernel_state(server: RunningServer, session_id: uuid.UUID, api: Session) ->
         "query($id: UUID!) { compute_session(id: $id) { main_kernel_id } }", {"id": str(session_id)}
     )
     kernel_id = uuid.UUID(detail["compute_session"]["main_kernel_id"])
-    state_file = server.data_dir / "kernels" / kernel_id.hex[:16] / "state.json"
+    state_file = run_root(server.data_dir) / kernel_id.hex[:16] / "state.json"
     state: dict[str, Any] = json.loads(state_file.read_text())
     return state
 
@@ -42,16 +43,18 @@ def test_sessions_see_neither_each_other_nor_the_server(
 ) -> None:
     first, second = new_session(), new_session()
     run(first, "open('secret.txt', 'w').write('only mine')")
-    first_dir = Path(_kernel_state(server, first.id, api)["base"]) / "work"
+    first_state = _kernel_state(server, first.id, api)
+    first_dir = Path(first_state["scratch"])
     assert (first_dir / "secret.txt").read_text() == "only mine"
     probe = (
         "import os\n"
         f"print(os.path.exists({str(first_dir / 'secret.txt')!r}),"
         f" os.path.exists({str(server.data_dir)!r}), os.listdir('/home'),"
         " os.path.exists('/home/work/secret.txt'), os.getuid() != 0,"
-        " sorted(p for p in os.listdir('/proc') if p.isdigit()) != [])"
+        " sorted(p for p in os.listdir('/proc') if p.isdigit()) != [],"
+        f" os.path.exists({first_state['base']!r}))"
     )
-    assert run(second, probe)[0] == "False False ['work'] False True True\n"
+    assert run(second, probe)[0] == "False False ['work'] False True True False\n"
     first_uid = run(first, "import os; print(os.getuid())")[0]
     second_uid = run(second, "import os; print(os.getuid())")[0]
     assert first_uid != second_uid
@@ -130,17 +133,21 @@ def test_running_sessions_survive_a_server_restart(tmp_path: Path) -> None:
         compute = api.ComputeSession.get_or_create("python", name="survivor")
         run(compute, "answer = 42")
         session_id = compute.id
-    with running_server(tmp_path) as server, Session(config=config_for(server)) as api:
-        compute = api.ComputeSession("survivor")
-        info = compute.get_info()
-        assert (info["sessionId"], info["status"]) == (str(session_id), "RUNNING")
-        assert run(compute, "print(answer)")[0] == "42\n"
-        fresh = api.ComputeSession.get_or_create("python", name="newcomer")
-        assert run(fresh, "print('new')")[0] == "new\n"
-        for handle in (compute, fresh):
-            handle.destroy()
-    leftovers = [p for p in (tmp_path / "kernels").iterdir() if (p / "state.json").exists()]
-    assert leftovers == []
+    second = running_server(tmp_path, keep_kernels=True)
+    try:
+        with second as server, Session(config=config_for(server)) as api:
+            compute = api.ComputeSession("survivor")
+            info = compute.get_info()
+            assert (info["sessionId"], info["status"]) == (str(session_id), "RUNNING")
+            assert run(compute, "print(answer)")[0] == "42\n"
+            fresh = api.ComputeSession.get_or_create("python", name="newcomer")
+            assert run(fresh, "print('new')")[0] == "new\n"
+            for handle in (compute, fresh):
+                handle.destroy()
+        # Destroyed sessions and the stopped server's pool leave no kernel behind.
+        assert kernel_state_files(tmp_path) == []
+    finally:
+        kill_leftover_kernels(tmp_path)
 
 
 @pytest.mark.parametrize("idle_timeout", [2])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -41,12 +40,18 @@ from portside.kernel.linux import process_start_time
 from . import resources
 from .cgroups import CgroupDriver, Limits
 from .kernel import LocalKernel, Processes, current_owner, owner_alive
+from .layout import data_dir_digest, prepare_run_root, run_root
 from .sandbox import Runtime, probe_bwrap, probe_runtime, start_holder, write_identity
 from .zygote_client import Zygote
 
 log = logging.getLogger("portside.agent.local")
 
 UID_RANGE = 60000
+
+
+def _dir_name(kernel_id: str) -> str:
+    """The name of a kernel's run and scratch directories (short: socket paths are limited)."""
+    return uuid.UUID(kernel_id).hex[:16]
 
 
 def _first_closed_parent(path: Path) -> Path | None:
@@ -128,7 +133,8 @@ class LocalAgent:
         self.config = config
         self.images = images
         self.agent_id = f"local:{os.uname().nodename}"
-        self.root = config.data_dir / "kernels"
+        self.run_root = run_root(config.data_dir, config.agent.run_dir)
+        self.scratch_root = config.data_dir / "scratch"
         self.kernels: dict[str, LocalKernel] = {}
         self.zygotes: dict[str, Zygote] = {}
         self._zygote_lock = asyncio.Lock()
@@ -149,7 +155,8 @@ class LocalAgent:
     async def start(self, live: list[KernelInfo], on_exit: ExitCallback) -> dict[str, bool]:
         self.on_exit = on_exit
         self.slots = await asyncio.to_thread(resources.detect, self.config)
-        self.root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(prepare_run_root, self.run_root)
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
         self.sandbox_problem = (
             "sandboxing is turned off in the configuration"
             if self.config.agent.sandbox == "none"
@@ -159,7 +166,7 @@ class LocalAgent:
             raise AgentError(f"sandbox = 'bwrap' is configured, but {self.sandbox_problem}")
         # One parent cgroup per data directory: servers beside each other never touch each
         # other's kernels.
-        digest = hashlib.sha256(str(self.config.data_dir.resolve()).encode()).hexdigest()[:12]
+        digest = data_dir_digest(self.config.data_dir)
         self.cgroups = await asyncio.to_thread(CgroupDriver.detect, f"portside-{digest}")
         self.isolation = self._describe_isolation()
         if self.sandbox_problem:
@@ -203,6 +210,11 @@ class LocalAgent:
             await kernel.disconnect()
         for zygote in self.zygotes.values():
             await zygote.close()
+        # The run root goes too once no kernel outlives this server (it is outside the data
+        # directory, so nobody else would remove it).
+        for path in (self.run_root / "uids", self.run_root):
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
     async def capacity(self) -> dict[str, Decimal]:
         return dict(self.slots)
@@ -235,7 +247,7 @@ class LocalAgent:
         """
         if not self.is_root:
             return None
-        reservations = self.root / "uids"
+        reservations = self.run_root / "uids"
         reservations.mkdir(exist_ok=True)
         for step in range(UID_RANGE):
             offset = (self._uid_cursor + step) % UID_RANGE
@@ -250,7 +262,7 @@ class LocalAgent:
 
     def _release_uid(self, uid: int | None) -> None:
         if uid is not None:
-            (self.root / "uids" / str(uid)).unlink(missing_ok=True)
+            (self.run_root / "uids" / str(uid)).unlink(missing_ok=True)
 
     def _allocate_devices(self, count: int) -> list[int]:
         total = int(self.slots.get("cuda.device", 0))
@@ -332,7 +344,7 @@ class LocalAgent:
         """Without a sandbox, a kernel's own uid must be able to reach its runtime and files."""
         if self.sandbox_problem is None or not self.is_root:
             return
-        for path in [*self._runtimes[python].paths, str(self.root)]:
+        for path in [*self._runtimes[python].paths, str(self.run_root), str(self.scratch_root)]:
             blocked = _first_closed_parent(Path(path))
             if blocked is not None:
                 raise AgentError(
@@ -352,7 +364,8 @@ class LocalAgent:
         kernel = LocalKernel(
             kernel_id=kernel_id,
             spec=spec,
-            base=self.root / uuid.UUID(kernel_id).hex[:16],
+            base=self.run_root / _dir_name(kernel_id),
+            scratch=self.scratch_root / _dir_name(kernel_id),
             uid=self._allocate_uid(),
             sandboxed=self.sandbox_problem is None,
             cgroup=None,
@@ -371,8 +384,10 @@ class LocalAgent:
 
     async def _boot(self, kernel: LocalKernel, zygote: Zygote, python: str, *, first: bool) -> None:
         if first:
-            kernel.workdir.mkdir(parents=True)
-            kernel.rundir.mkdir()
+            # The run directory first: a scratch directory without one is an orphan to the
+            # start-up of another server on this data directory (_remove_orphans).
+            kernel.rundir.mkdir(parents=True)
+            kernel.workdir.mkdir()
             if kernel.uid is not None:
                 os.chown(kernel.workdir, kernel.uid, kernel.uid)
                 os.chown(kernel.rundir, kernel.uid, kernel.uid)
@@ -605,6 +620,7 @@ class LocalAgent:
                 await asyncio.sleep(0.05)
             else:
                 log.warning("the cgroup of kernel %s is still busy", kernel.kernel_id)
+        await asyncio.to_thread(shutil.rmtree, kernel.workdir, True)
         await asyncio.to_thread(shutil.rmtree, kernel.base, True)
         self._release_uid(kernel.uid)
         kernel.state = "dead"
@@ -644,6 +660,7 @@ class LocalAgent:
             kernel_id=info.kernel_id,
             spec=KernelSpec.from_dict(attach["spec"]),
             base=Path(attach["base"]),
+            scratch=Path(attach["scratch"]),
             uid=attach.get("uid"),
             sandboxed=attach.get("sandboxed", False),
             cgroup=attach.get("cgroup"),
@@ -670,7 +687,7 @@ class LocalAgent:
 
     async def _remove_orphans(self, keep: set[str]) -> None:
         """Ends sandboxes left by an earlier server that no live session owns (pool members)."""
-        for state_file in self.root.glob("*/state.json"):
+        for state_file in self.run_root.glob("*/state.json"):
             try:
                 state = json.loads(state_file.read_text())
             except (OSError, json.JSONDecodeError):
@@ -682,6 +699,7 @@ class LocalAgent:
                 kernel_id=state["kernel_id"],
                 spec=KernelSpec.from_dict(state["spec"]),
                 base=state_file.parent,
+                scratch=Path(state["scratch"]),
                 uid=state.get("uid"),
                 sandboxed=state.get("sandboxed", False),
                 cgroup=state.get("cgroup"),
@@ -692,12 +710,16 @@ class LocalAgent:
             )
             kernel.exited.set()
             await self._destroy(kernel)
+        # Scratch directories whose run directory is gone: the machine restarted under them.
+        for scratch in self.scratch_root.iterdir():
+            if not (self.run_root / scratch.name).exists():
+                await asyncio.to_thread(shutil.rmtree, scratch, True)
         if self.cgroups is not None:
             # Cgroups of kernels whose directory is gone: left by a server that crashed.
             for name in self.cgroups.names():
                 if not name.startswith("k-"):
                     continue
-                if not (self.root / uuid.UUID(name.removeprefix("k-")).hex[:16]).exists():
+                if not (self.run_root / _dir_name(name.removeprefix("k-"))).exists():
                     self.cgroups.remove(name)
 
     # Operations on running kernels -------------------------------------------------------
@@ -784,7 +806,7 @@ class LocalAgent:
 
     def app_endpoint(self, kernel_id: str, port: int) -> dict[str, Any]:
         # Derived from the id alone: any server on this machine reaches any kernel's broker.
-        rundir = self.root / uuid.UUID(kernel_id).hex[:16] / "run"
+        rundir = self.run_root / _dir_name(kernel_id) / "run"
         return {"kind": "broker", "path": str(rundir / "connect.sock"), "port": port}
 
     def kernel_exit(self, kernel_id: str) -> KernelExit | None:

@@ -82,7 +82,10 @@ def owner_alive(owner: dict[str, Any]) -> bool:
 class LocalKernel:
     kernel_id: str
     spec: KernelSpec
+    #: The kernel's run directory's parent (see layout.py): state, passwd, ``run/``.
     base: Path
+    #: The session's working directory, on disk.
+    scratch: Path
     uid: int | None
     sandboxed: bool
     cgroup: str | None
@@ -104,7 +107,7 @@ class LocalKernel:
 
     @property
     def workdir(self) -> Path:
-        return self.base / "work"
+        return self.scratch
 
     @property
     def rundir(self) -> Path:
@@ -137,6 +140,7 @@ class LocalKernel:
         """Everything needed to find this kernel again after a restart of the server."""
         return {
             "base": str(self.base),
+            "scratch": str(self.scratch),
             "uid": self.uid,
             "sandboxed": self.sandboxed,
             "cgroup": self.cgroup,
