@@ -94,6 +94,10 @@ def add(a: Mapping[str, Decimal], b: Mapping[str, Decimal]) -> Slots:
     return {k: a.get(k, Decimal(0)) + b.get(k, Decimal(0)) for k in set(a) | set(b)}
 
 
+def scale(a: Mapping[str, Decimal], times: int) -> Slots:
+    return {k: v * times for k, v in a.items()}
+
+
 def subtract(a: Mapping[str, Decimal], b: Mapping[str, Decimal]) -> Slots:
     return {k: a.get(k, Decimal(0)) - b.get(k, Decimal(0)) for k in set(a) | set(b)}
 

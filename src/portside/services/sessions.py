@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -112,6 +113,8 @@ class _Active:
 
     busy: int = 0
     start_task: asyncio.Task[None] | None = None
+    #: The row as the session became RUNNING, until the create call waiting for it takes it.
+    started: SessionRow | None = None
 
 
 @dataclass
@@ -267,11 +270,14 @@ class SessionService:
         async with self.db() as db:
             row = await self.resolve(db, principal, reference, owner_access_key)
         if row.status == "RUNNING":
-            self._running[key] = (now + RUNNING_CACHE_SECONDS, row)
-            self._running_keys.setdefault(row.id, set()).add(key)
+            self._remember_running(key, row)
         else:
             self._running.pop(key, None)
         return row
+
+    def _remember_running(self, key: tuple[str, str, str | None], row: SessionRow) -> None:
+        self._running[key] = (time.monotonic() + RUNNING_CACHE_SECONDS, row)
+        self._running_keys.setdefault(row.id, set()).add(key)
 
     def forget_running(self, session_id: uuid.UUID) -> None:
         for key in self._running_keys.pop(session_id, ()):
@@ -333,69 +339,92 @@ class SessionService:
         if req.type != "batch" and (req.starts_at or req.batch_timeout):
             raise InvalidAPIParameters("starts_at and batch_timeout are for batch sessions only")
         image = self.images.resolve(req.image)
-        async with self.db() as db:
-            existing = await self._find_live_by_name(db, owner.access_key, name)
-            if existing is not None:
-                return self._reuse_or_refuse(existing, image, req)
-        slots = self.requested_slots(image, req.resources)
-        async with self.db() as db, db.begin():
-            group = await identity.get_group(db, req.domain, req.group)
-            if not owner.is_superadmin and not await identity.is_group_member(
-                db, group.id, owner.user_id
-            ):
-                raise InsufficientPrivilege(f"you are not a member of the project {req.group!r}")
-            now = utcnow()
-            row = SessionRow(
-                name=name,
-                access_key=owner.access_key,
-                user_id=owner.user_id,
-                domain_name=req.domain,
-                group_id=group.id,
-                image=image.name,
-                architecture=req.architecture or image.architecture,
-                type=req.type,
-                tag=req.tag,
-                priority=req.priority,
-                status="PENDING",
-                status_history=[["PENDING", now.isoformat()]],
-                status_changed=now,
-                requested_slots=resources.to_json(slots),
-                resource_opts=req.resource_opts,
-                environ=req.environ,
-                mounts=[_mount_json(m) for m in req.mounts],
-                preopen_ports=req.preopen_ports,
-                startup_command=req.startup_command,
-                bootstrap_script=req.bootstrap_script,
-                batch_timeout=req.batch_timeout,
-                callback_url=req.callback_url,
-                dependencies=req.dependencies,
-                starts_at=req.starts_at,
-                created_at=now,
-                last_access=now,
-            )
-            db.add(row)
-            try:
-                await db.flush()
-            except IntegrityError:
-                raise SessionAlreadyExists(f"a session named {name!r} was just created") from None
+        # Subscribed before the session exists, so no status change can slip past unseen.
+        async with self.events.subscribe() as events:
+            async with self.db() as db, db.begin():
+                existing = await self._find_live_by_name(db, owner.access_key, name)
+                if existing is not None:
+                    return self._reuse_or_refuse(existing, image, req)
+                slots = self.requested_slots(image, req.resources)
+                row = await self._insert(db, owner, name, image, slots, req)
             session_id = row.id
-        await self._publish(row, "PENDING")
-        self._wakeup.set()
-        if req.enqueue_only:
-            return self._creation_reply(row, created=True)
-        timeout = req.max_wait or DEFAULT_CREATE_WAIT
-        status = await self._wait_for_start(session_id, timeout)
-        async with self.db() as db:
-            row = await self._load(db, session_id)
+            await self._publish(row, "PENDING")
+            self._wakeup.set()
+            if req.enqueue_only:
+                return self._creation_reply(row, created=True)
+            status = await self._wait_for_start(
+                events, session_id, req.max_wait or DEFAULT_CREATE_WAIT
+            )
+        active = self._active.get(session_id)
+        if status == "RUNNING" and active is not None and active.started is not None:
+            # Started by this server: the row as it became RUNNING saves reading it back.
+            row, active.started = active.started, None
+        else:
+            async with self.db() as db:
+                row = await self._load(db, session_id)
         if status in ("TERMINATED", "CANCELLED"):
             raise ObjectNotFound(
                 f"the session ended while starting: {row.status_info or status}",
                 object_name="session",
             )
+        if row.status == "RUNNING":
+            # The caller's next request is usually code to run in it, by name or by id.
+            for reference in (row.name, str(row.id)):
+                self._remember_running((principal.access_key, reference, req.owner_access_key), row)
         reply = self._creation_reply(row, created=True)
         if status is None:
             reply["status"] = "TIMEOUT"
         return reply
+
+    async def _insert(
+        self,
+        db: AsyncSession,
+        owner: Principal,
+        name: str,
+        image: Image,
+        slots: resources.Slots,
+        req: SessionRequest,
+    ) -> SessionRow:
+        group = await identity.get_group(db, req.domain, req.group)
+        if not owner.is_superadmin and not await identity.is_group_member(
+            db, group.id, owner.user_id
+        ):
+            raise InsufficientPrivilege(f"you are not a member of the project {req.group!r}")
+        now = utcnow()
+        row = SessionRow(
+            name=name,
+            access_key=owner.access_key,
+            user_id=owner.user_id,
+            domain_name=req.domain,
+            group_id=group.id,
+            image=image.name,
+            architecture=req.architecture or image.architecture,
+            type=req.type,
+            tag=req.tag,
+            priority=req.priority,
+            status="PENDING",
+            status_history=[["PENDING", now.isoformat()]],
+            status_changed=now,
+            requested_slots=resources.to_json(slots),
+            resource_opts=req.resource_opts,
+            environ=req.environ,
+            mounts=[_mount_json(m) for m in req.mounts],
+            preopen_ports=req.preopen_ports,
+            startup_command=req.startup_command,
+            bootstrap_script=req.bootstrap_script,
+            batch_timeout=req.batch_timeout,
+            callback_url=req.callback_url,
+            dependencies=req.dependencies,
+            starts_at=req.starts_at,
+            created_at=now,
+            last_access=now,
+        )
+        db.add(row)
+        try:
+            await db.flush()
+        except IntegrityError:
+            raise SessionAlreadyExists(f"a session named {name!r} was just created") from None
+        return row
 
     async def _find_live_by_name(
         self, db: AsyncSession, access_key: str, name: str
@@ -433,26 +462,26 @@ class SessionService:
             "created": created,
         }
 
-    async def _wait_for_start(self, session_id: uuid.UUID, timeout: float) -> str | None:
-        """The first of RUNNING or a terminal status the session reaches, None on timeout."""
+    async def _wait_for_start(
+        self, events: asyncio.Queue[SessionEvent], session_id: uuid.UUID, timeout: float
+    ) -> str | None:
+        """The first of RUNNING or a terminal status the session reaches, None on timeout.
+
+        ``events`` was subscribed before the session was created.
+        """
         wanted = ("RUNNING", *TERMINAL_STATUSES)
-        async with self.events.subscribe() as queue:
-            async with self.db() as db:
-                status = (await self._load(db, session_id)).status
-            if status in wanted:
-                return status
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return None
-                try:
-                    event = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    return None
-                if event.session_id == str(session_id) and event.status in wanted:
-                    return event.status
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                event = await asyncio.wait_for(events.get(), remaining)
+            except TimeoutError:
+                return None
+            if event.session_id == str(session_id) and event.status in wanted:
+                return event.status
 
     # Status changes ------------------------------------------------------------------------
 
@@ -561,11 +590,14 @@ class SessionService:
             )
             if not pending:
                 return
+            # Grouped by the slots' JSON text: sessions mostly ask for the same few shapes, so
+            # this reads a handful of rows however many sessions run.
+            slots_text = sa.cast(SessionRow.occupying_slots, sa.Text)
             occupying = (
                 await db.execute(
-                    sa.select(SessionRow.access_key, SessionRow.occupying_slots).where(
-                        SessionRow.status.not_in((*TERMINAL_STATUSES, "PENDING"))
-                    )
+                    sa.select(SessionRow.access_key, slots_text, sa.func.count())
+                    .where(SessionRow.status.not_in((*TERMINAL_STATUSES, "PENDING")))
+                    .group_by(SessionRow.access_key, slots_text)
                 )
             ).all()
             policies = {
@@ -579,10 +611,10 @@ class SessionService:
             key_policies = {access_key: policy for access_key, policy in key_rows.tuples()}
         usage: dict[str, KeypairUsage] = {}
         occupied: resources.Slots = {}
-        for access_key, slots_json in occupying:
-            slots = resources.from_json(slots_json)
+        for access_key, slots_json, count in occupying:
+            slots = resources.scale(resources.from_json(json.loads(slots_json)), count)
             key_usage = usage.setdefault(access_key, KeypairUsage())
-            key_usage.sessions += 1
+            key_usage.sessions += count
             key_usage.occupied = resources.add(key_usage.occupied, slots)
             occupied = resources.add(occupied, slots)
         candidates = []
@@ -717,6 +749,8 @@ class SessionService:
         if started is None:
             # Destroyed while it was starting: the kernel has nobody to serve.
             await self.agent.destroy_kernel(info.kernel_id)
+        elif (active := self._active.get(session_id)) is not None:
+            active.started = started
 
     # Changing running sessions ------------------------------------------------------------
 
