@@ -99,6 +99,9 @@ def _preload() -> None:
     from PIL import Image
 
     Image.preinit()
+    from portside.kernel.host import note_zygote_modules
+
+    note_zygote_modules()
     # Objects created so far are shared with every kernel; freezing them keeps the garbage
     # collector from touching (and so copying) their pages in each child.
     gc.collect()
