@@ -237,10 +237,12 @@ async def resolve_mounts(
     """
     requests = parse_requests(names, mount_map, mount_options)
     owner = await _owner(service, principal, owner_access_key)
+    conditions = [repo.accessible(owner.user_id, _project(domain, group, owner))]
+    if not requests:
+        # Only the automounted ones (names starting with a dot) can matter.
+        conditions.append(VFolderRow.name.startswith("."))
     async with service.db() as db:
-        folders = await repo.list_folders(
-            db, repo.accessible(owner.user_id, _project(domain, group, owner))
-        )
+        folders = await repo.list_folders(db, *conditions)
     by_name: dict[str, FolderRecord] = {}
     for record in folders:
         by_name.setdefault(record.row.name, record)
