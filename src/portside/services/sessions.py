@@ -579,14 +579,20 @@ class SessionService:
 
     async def _schedule_once(self) -> None:
         async with self.db() as db:
+            # Only what scheduling needs: whole rows would decode every JSON column of each.
             pending = list(
                 (
                     await db.execute(
-                        sa.select(SessionRow)
+                        sa.select(
+                            SessionRow.id,
+                            SessionRow.access_key,
+                            SessionRow.requested_slots,
+                            SessionRow.starts_at,
+                        )
                         .where(SessionRow.status == "PENDING")
                         .order_by(SessionRow.priority.desc(), SessionRow.created_at)
                     )
-                ).scalars()
+                ).all()
             )
             if not pending:
                 return
@@ -655,7 +661,7 @@ class SessionService:
     async def _schedule_placed(
         self,
         placer: Placer,
-        pending: list[SessionRow],
+        pending: list[sa.Row[tuple[uuid.UUID, str, dict[str, Any], datetime | None]]],
         candidates: list[Candidate],
         usage: dict[str, KeypairUsage],
     ) -> None:

@@ -54,6 +54,11 @@ def _dir_name(kernel_id: str) -> str:
     return uuid.UUID(kernel_id).hex[:16]
 
 
+def _remove_dirs(*paths: Path) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _first_closed_parent(path: Path) -> Path | None:
     """The first directory on the way to ``path`` that others may not traverse."""
     for directory in [*reversed(path.parents), path]:
@@ -620,8 +625,7 @@ class LocalAgent:
                 await asyncio.sleep(0.05)
             else:
                 log.warning("the cgroup of kernel %s is still busy", kernel.kernel_id)
-        await asyncio.to_thread(shutil.rmtree, kernel.workdir, True)
-        await asyncio.to_thread(shutil.rmtree, kernel.base, True)
+        await asyncio.to_thread(_remove_dirs, kernel.workdir, kernel.base)
         self._release_uid(kernel.uid)
         kernel.state = "dead"
 
