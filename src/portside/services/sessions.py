@@ -820,20 +820,24 @@ class SessionService:
     ) -> dict[str, Any]:
         async with self.db() as db:
             row = await self.resolve(db, principal, reference, owner_access_key)
-        return await self._destroy_row(row.id, forced=forced, reason=reason)
+        return await self._destroy_row(
+            row.id, forced=forced, reason=reason, maybe_pending=row.status == "PENDING"
+        )
 
     async def destroy_by_id(self, session_id: uuid.UUID, *, reason: str) -> dict[str, Any]:
         """Ends a session on the platform's own behalf (a replica being replaced, say)."""
         return await self._destroy_row(session_id, forced=False, reason=reason)
 
     async def _destroy_row(
-        self, session_id: uuid.UUID, *, forced: bool, reason: str
+        self, session_id: uuid.UUID, *, forced: bool, reason: str, maybe_pending: bool = True
     ) -> dict[str, Any]:
-        cancelled = await self._transition(
-            session_id, "CANCELLED", info=reason, expect=("PENDING",)
-        )
-        if cancelled is not None:
-            return {"stats": {"status": "cancelled"}}
+        """``maybe_pending`` False: the session was seen past PENDING (it never goes back)."""
+        if maybe_pending:
+            cancelled = await self._transition(
+                session_id, "CANCELLED", info=reason, expect=("PENDING",)
+            )
+            if cancelled is not None:
+                return {"stats": {"status": "cancelled"}}
         row = await self._transition(
             session_id,
             "TERMINATING",
@@ -863,7 +867,8 @@ class SessionService:
             kernel_id = str(row.kernel_id) if row.kernel_id else kernel_id
         if kernel_id is not None:
             try:
-                await self.attach(await self.get(session_id))
+                if not self.agent.knows(kernel_id):
+                    await self.attach(await self.get(session_id))
                 await self.agent.destroy_kernel(kernel_id)
             except AgentError as e:
                 log.warning("kernel %s could not be destroyed cleanly: %s", kernel_id, e)
