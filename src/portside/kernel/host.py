@@ -111,6 +111,10 @@ class KernelApp(IPKernelApp):
         # The thread is made and started there; its sends from itself go out at once from now.
         self.iopub_thread.__class__ = OrderedIOPubThread
 
+    def init_heartbeat(self) -> None:
+        """No heartbeat channel.  It costs each kernel a ZeroMQ context and three threads, and
+        nobody listens: the agent learns of a kernel's death from its process (a pidfd)."""
+
 
 def kernel_config(connection_file: str) -> Config:
     config = Config()
