@@ -18,7 +18,6 @@ import sys
 from typing import Any
 
 import comm
-from ipykernel.debugger import _is_debugpy_available
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel as KernelBase
@@ -28,44 +27,23 @@ from traitlets.config import Config
 from portside.kernel.control import ControlServer
 from portside.kernel.streams import OrderedIOPubThread
 
-#: The files of the modules the zygote imported, listed once there (see ForkedKernel).
-_zygote_modules: list[str] = []
-
-
-def _module_files() -> list[str]:
-    files = (getattr(m, "__file__", None) for m in list(sys.modules.values()))
-    return [f for f in files if isinstance(f, str)]
-
-
-def note_zygote_modules() -> None:
-    """Called by the zygote once its imports are done, before it forks any kernel."""
-    _zygote_modules[:] = _module_files()
-
 
 class ForkedKernel(IPythonKernel):
-    """ipykernel's kernel, less the one step that is costly in a forked process.
+    """ipykernel's kernel without Jupyter's debugger, which costs a forked kernel dearly.
 
-    ``IPythonKernel.__init__`` lists the file of every loaded module for its debugger.  In a
-    kernel forked from the zygote, that walk writes to each of the zygote's ~900 module objects
-    (their reference counts), which copies some 800 shared pages: a fifth of a new kernel's
-    page faults, about 3 MiB and several milliseconds of CPU per session.  This constructor is
-    ipykernel 7's, with the zygote's list (made before the fork) in place of the walk.
+    ``IPythonKernel.__init__`` lists the file of every loaded module for the debugger.  In a
+    kernel forked from the zygote that walk writes to each of the zygote's module objects
+    (their reference counts) and so copies some 800 shared pages: a fifth of a new kernel's
+    page faults, about 3 MiB and several milliseconds of CPU per session.  debugpy itself is
+    130 modules and 8 MiB in the zygote, which every fork copies page tables for.  Nothing can
+    use the debugger: a kernel's sockets are the agent's alone, and in-session Jupyter apps run
+    kernels of their own.  So the zygote keeps debugpy out (``keep_debugpy_out``), and this
+    class is ipykernel 7's kernel with the debugger's parts left out of its constructor and
+    ``start``.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         KernelBase.__init__(self, **kwargs)  # type: ignore[no-untyped-call]
-        self._kernel_modules = _zygote_modules or _module_files()
-        if _is_debugpy_available:
-            self.debugger = self.debugger_class(
-                self.log,
-                self.debugpy_stream,
-                self._publish_debug_event,
-                self.debug_shell_socket,
-                self.session,
-                self._kernel_modules,
-                self.debug_just_my_code,
-                self.filter_internal_frames,
-            )
         self.shell = self.shell_class.instance(
             parent=self,
             profile_dir=self.profile_dir,
@@ -86,13 +64,25 @@ class ForkedKernel(IPythonKernel):
         for msg_type in ("comm_open", "comm_msg", "comm_close"):
             self.shell_handlers[msg_type] = getattr(self.comm_manager, msg_type)
 
+    def start(self) -> None:
+        if self.shell:
+            self.shell.exit_now = False
+        KernelBase.start(self)  # type: ignore[no-untyped-call]
+
 
 def forked_kernel_fits() -> bool:
-    """Whether ForkedKernel's constructor is the installed ipykernel's (7.x, which walks the
-    modules); any other version keeps its own kernel class."""
+    """Whether ForkedKernel matches the installed ipykernel (7.x, whose constructor walks the
+    modules for the debugger); any other version keeps its own kernel class, debugger and all."""
     return "_kernel_modules" in IPythonKernel.__init__.__code__.co_names and hasattr(
-        IPythonKernel, "filter_internal_frames"
+        IPythonKernel, "poll_stopped_queue"
     )
+
+
+def keep_debugpy_out() -> None:
+    """Makes ``import debugpy`` fail in the zygote, and so in every kernel, when kernels are
+    ForkedKernels (which have no debugger); ipykernel then reports no debugger support."""
+    if forked_kernel_fits():
+        sys.modules["debugpy"] = None  # type: ignore[assignment]
 
 
 class KernelApp(IPKernelApp):

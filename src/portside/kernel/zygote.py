@@ -88,6 +88,9 @@ class SpawnRequest(TypedDict):
 def _preload() -> None:
     import importlib
 
+    from portside.kernel.host import keep_debugpy_out
+
+    keep_debugpy_out()
     for name in PRELOAD:
         importlib.import_module(name)
     # Switching matplotlib to the inline backend costs tens of milliseconds; do it here once.
@@ -99,9 +102,6 @@ def _preload() -> None:
     from PIL import Image
 
     Image.preinit()
-    from portside.kernel.host import note_zygote_modules
-
-    note_zygote_modules()
     # Objects created so far are shared with every kernel; freezing them keeps the garbage
     # collector from touching (and so copying) their pages in each child.
     gc.collect()
