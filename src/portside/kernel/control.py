@@ -3,8 +3,9 @@
 It listens on ``control.sock`` in the run directory and speaks JSON lines: a request is
 ``{"id": n, "op": "...", ...}``; the answer is ``{"id": n, "result": ...}`` or
 ``{"id": n, "error": "...", "kind": "..."}``.  Long operations (a batch run, a terminal) send
-``{"id": n, "event": {...}}`` lines before their answer.  It runs on its own thread with its own
-event loop, so it keeps answering while a query-mode cell holds the main thread.
+``{"id": n, "event": {...}}`` lines before their answer.  It runs on the event loop of
+ipykernel's control thread, so it keeps answering while a query-mode cell holds the main
+thread, without a thread and an event loop of its own in every kernel.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import base64
 import json
 import os
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -55,15 +55,13 @@ class ControlServer:
         self.socket_path = os.path.join(rundir, "control.sock")
         self.input_socket = os.path.join(rundir, "input.sock")
         self.batch: BatchRun | None = None
+        self._servers: list[asyncio.Server] = []
         self.pending_input: asyncio.Future[str] | None = None
         self.ptys: dict[str, PtySession] = {}
         self.apps = AppManager(workdir, rundir)
         self.broker = ConnectBroker(rundir)
-        #: Set by the main thread once ipykernel has bound its sockets.
-        self.ready = threading.Event()
         self.ops: dict[str, Op] = {
             "ping": self._ping,
-            "ready": self._ready,
             "activate": self._activate,
             "batch": self._batch,
             "input": self._input,
@@ -81,24 +79,24 @@ class ControlServer:
             "app_list": self._app_list,
         }
 
-    def start(self) -> None:
-        self.broker.start()
-        ready = threading.Event()
-        thread = threading.Thread(
-            target=lambda: asyncio.run(self._serve(ready)), name="portside-control", daemon=True
-        )
-        thread.start()
-        ready.wait(10)
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Starts serving on ``loop`` (running in another thread) and returns once it does.
 
-    async def _serve(self, ready: threading.Event) -> None:
+        The kernel starts it when ipykernel is up, so a connected agent finds a kernel that
+        answers on every channel.
+        """
+        self.broker.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
+
+    async def _serve(self) -> None:
         for path in (self.socket_path, self.input_socket):
             if os.path.exists(path):
                 os.unlink(path)
         # One request is one line, and an upload's line carries the whole file (base64).
-        await asyncio.start_unix_server(self._client, path=self.socket_path, limit=LINE_LIMIT)
-        await asyncio.start_unix_server(self._input_client, path=self.input_socket)
-        ready.set()
-        await asyncio.Event().wait()
+        self._servers = [
+            await asyncio.start_unix_server(self._client, path=self.socket_path, limit=LINE_LIMIT),
+            await asyncio.start_unix_server(self._input_client, path=self.input_socket),
+        ]
 
     def _log(self, message: str) -> None:
         # Not stderr: ipykernel forwards the process's stderr into the user's cell output.
@@ -143,11 +141,6 @@ class ControlServer:
 
     async def _ping(self, conn: Connection, msg: dict[str, Any]) -> Any:
         return {"pid": os.getpid()}
-
-    async def _ready(self, conn: Connection, msg: dict[str, Any]) -> Any:
-        if not await asyncio.to_thread(self.ready.wait, msg.get("timeout", 60)):
-            raise OpError("ipykernel did not start", "internal")
-        return {}
 
     async def _activate(self, conn: Connection, msg: dict[str, Any]) -> Any:
         """Gives a pooled kernel its session's environment when it is handed out."""

@@ -134,8 +134,6 @@ def run_kernel(
     connection_file = os.path.join(rundir, "kernel.json")
     with open(connection_file, "w") as f:
         json.dump(connection, f)
-    control = ControlServer(workdir, rundir, spec)
-    control.start()
     app = KernelApp.instance(config=kernel_config(connection_file))
     app.initialize([])  # type: ignore[no-untyped-call]
     # traitlets leaves the application's logger at DEBUG and filters in its handler, so every
@@ -144,6 +142,6 @@ def run_kernel(
     # Figures appear as images at the end of a cell, as Backend.AI's kernels show them; the
     # zygote already switched matplotlib to the inline backend.
     configure_inline_support(app.shell, "module://matplotlib_inline.backend_inline")  # type: ignore[no-untyped-call]
-    # The kernel's sockets are bound now; the agent may connect without retry delays.
-    control.ready.set()
+    # ipykernel's sockets are bound and its control thread runs: the agent may connect.
+    ControlServer(workdir, rundir, spec).start(app.control_thread.io_loop.asyncio_loop)
     app.start()  # type: ignore[no-untyped-call]

@@ -158,9 +158,18 @@ class LocalKernel:
         )
 
     async def connect(self, timeout: float = 60.0) -> None:
+        """Connects once the kernel is up; fails at once if it exits before that."""
         self.control = ControlClient(str(self.rundir / "control.sock"))
-        await self.control.connect(timeout)
-        await self.control.call("ready", timeout=timeout)
+        connecting = asyncio.ensure_future(self.control.connect(timeout))
+        exited = asyncio.ensure_future(self.exited.wait())
+        try:
+            await asyncio.wait((connecting, exited), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            raise AgentError("the kernel exited while it was starting")
+        connecting.result()
         self.jupyter = JupyterConnection(self.connection(for_kernel=False))
         await self.jupyter.start(timeout)
 

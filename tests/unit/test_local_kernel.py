@@ -1,0 +1,31 @@
+"""A kernel that dies while starting is reported at once, not after the connect timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from portside.agent.base import AgentError, KernelSpec
+from portside.agent.local.kernel import LocalKernel
+
+
+async def test_a_kernel_that_exits_before_its_control_socket_fails_fast(tmp_path: Path) -> None:
+    kernel = LocalKernel(
+        kernel_id="7d4f0c4e-3f43-4a4e-9a51-0c2f4f0f6a10",
+        spec=KernelSpec(session_id="s", image="python", resources={}),
+        base=tmp_path / "run-base",
+        scratch=tmp_path / "scratch",
+        uid=None,
+        sandboxed=False,
+        cgroup=None,
+        devices=[],
+    )
+    # The control socket never appears; the kernel's process ends a moment after the start.
+    asyncio.get_running_loop().call_later(0.2, kernel.exited.set)
+    started = time.monotonic()
+    with pytest.raises(AgentError, match="exited while it was starting"):
+        await kernel.connect(timeout=30)
+    assert time.monotonic() - started < 5
