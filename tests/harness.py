@@ -254,8 +254,9 @@ def kernel_state_files(data_dir: Path) -> list[Path]:
 
 def kill_leftover_kernels(data_dir: Path) -> None:
     """Ends the sandboxes of a stopped server (their first process takes the rest along) and
-    removes their run directories, which live outside the data directory."""
-    from portside.agent.local.layout import run_root
+    removes their run directories and cgroups, which live outside the data directory."""
+    from portside.agent.local.cgroups import remove_instance
+    from portside.agent.local.layout import cgroup_instance, run_root
     from portside.kernel.linux import process_start_time
 
     for state_file in kernel_state_files(data_dir):
@@ -271,3 +272,4 @@ def kill_leftover_kernels(data_dir: Path) -> None:
                 except ProcessLookupError:
                     pass
     shutil.rmtree(run_root(data_dir), ignore_errors=True)
+    remove_instance(cgroup_instance(data_dir), wait=5)

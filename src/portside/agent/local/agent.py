@@ -38,9 +38,9 @@ from portside.images import ImageRegistry
 from portside.kernel.linux import process_start_time
 
 from . import resources
-from .cgroups import CgroupDriver, Limits
+from .cgroups import CgroupDriver, Limits, remove_instance
 from .kernel import LocalKernel, Processes, current_owner, owner_alive
-from .layout import data_dir_digest, prepare_run_root, run_root
+from .layout import cgroup_instance, prepare_run_root, run_root
 from .sandbox import Runtime, probe_bwrap, probe_runtime, start_holder, write_identity
 from .zygote_client import Zygote
 
@@ -171,8 +171,7 @@ class LocalAgent:
             raise AgentError(f"sandbox = 'bwrap' is configured, but {self.sandbox_problem}")
         # One parent cgroup per data directory: servers beside each other never touch each
         # other's kernels.
-        digest = data_dir_digest(self.config.data_dir)
-        self.cgroups = await asyncio.to_thread(CgroupDriver.detect, f"portside-{digest}")
+        self.cgroups = await asyncio.to_thread(CgroupDriver.detect, self._cgroup_instance())
         self.isolation = self._describe_isolation()
         if self.sandbox_problem:
             log.warning(
@@ -190,6 +189,9 @@ class LocalAgent:
                     pool = self.pools[image.python] = KernelPool(image.python, image.name)
                     pool.filler = asyncio.create_task(self._fill_pool(pool))
         return survived
+
+    def _cgroup_instance(self) -> str:
+        return cgroup_instance(self.config.data_dir)
 
     def _describe_isolation(self) -> str:
         parts = ["process" if self.sandbox_problem else "bwrap"]
@@ -215,11 +217,13 @@ class LocalAgent:
             await kernel.disconnect()
         for zygote in self.zygotes.values():
             await zygote.close()
-        # The run root goes too once no kernel outlives this server (it is outside the data
-        # directory, so nobody else would remove it).
+        # The run root and the parent cgroup go too once no kernel outlives this server: they
+        # are outside the data directory, so nobody else would remove them.
         for path in (self.run_root / "uids", self.run_root):
             with contextlib.suppress(OSError):
                 path.rmdir()
+        if self.cgroups is not None:
+            await asyncio.to_thread(remove_instance, self._cgroup_instance())
 
     async def capacity(self) -> dict[str, Decimal]:
         return dict(self.slots)

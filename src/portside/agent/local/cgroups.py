@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -140,3 +141,30 @@ class CgroupDriver:
     def names(self) -> set[str]:
         """The kernel cgroups that exist, including ones a crashed server left behind."""
         return {p.name for parent in self.paths.values() for p in parent.iterdir() if p.is_dir()}
+
+
+def remove_instance(instance: str, wait: float = 0.0) -> None:
+    """Removes the parent cgroup ``instance`` and the kernel cgroups below it that are empty.
+
+    A cgroup with processes in it cannot be removed, so a kernel that outlives its server keeps
+    its own (and the parent).  ``wait`` gives the processes of kernels just killed that long to
+    leave.  Each left-over cgroup would stay until the machine restarts, and every cgroup the
+    kernel keeps makes creating the next one dearer.
+    """
+    parents = [ROOT / instance, ROOT / "unified" / instance]
+    parents += [ROOT / controller / instance for controller in ("memory", "cpu", "pids")]
+    deadline = time.monotonic() + wait
+    for parent in parents:
+        if not parent.is_dir():
+            continue
+        for path in [*(p for p in parent.iterdir() if p.is_dir()), parent]:
+            while True:
+                try:
+                    os.rmdir(path)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
+                break

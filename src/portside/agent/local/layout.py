@@ -32,6 +32,11 @@ def data_dir_digest(data_dir: Path) -> str:
     return hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
 
 
+def cgroup_instance(data_dir: Path) -> str:
+    """The parent cgroup of the kernels of ``data_dir`` (see cgroups.py)."""
+    return f"portside-{data_dir_digest(data_dir)}"
+
+
 def run_root(data_dir: Path, configured: str = "") -> Path:
     """The directory holding the run directories of the kernels of ``data_dir``.
 
