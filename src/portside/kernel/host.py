@@ -2,8 +2,8 @@
 
 Query-mode code runs in ipykernel, which the agent drives with jupyter_client over ZeroMQ (IPC
 sockets in the run directory).  Everything else a session does (batch commands, files, the
-terminal, apps) goes through the control server, a small asyncio loop on its own thread, so it
-answers even while a cell is busy.
+terminal, apps) goes through the control server, which runs on ipykernel's control thread, so
+it answers even while a cell is busy.
 
 Only the zygote imports this module (before it forks kernels), so importing ipykernel here costs
 a kernel nothing.

@@ -1,11 +1,12 @@
 """The local backend: sessions as sandboxed process trees on this machine.
 
-Each kernel gets a directory ``kernels/<id>/`` in the data directory with ``work/`` (its
-``/home/work``) and ``run/`` (its sockets and exit record), a cgroup with its limits, a
-bubblewrap sandbox, and an unprivileged uid of its own.  Kernels are forked by a zygote per
-runtime, and a pool keeps a few of them ready per runtime so that creating a session does not
-wait for a kernel to boot.  Kernels do not depend on the server process: after a restart the
-agent re-attaches to every kernel the database still lists and removes the rest.
+Each kernel gets a scratch directory in the data directory (its ``/home/work``), a run
+directory on a memory file system (its sockets, log, exit record and state; see layout.py), a
+cgroup with its limits, a bubblewrap sandbox, and an unprivileged uid of its own.  Kernels are
+forked by a zygote per runtime, and a pool keeps a few of them ready per runtime so that
+creating a session does not wait for a kernel to boot.  Kernels do not depend on the server
+process: after a restart the agent re-attaches to every kernel the database still lists and
+removes the rest.
 """
 
 from __future__ import annotations
