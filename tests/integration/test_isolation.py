@@ -63,6 +63,24 @@ def test_sessions_see_neither_each_other_nor_the_server(
     assert int(pids) < 10
 
 
+def test_a_sessions_shell_knows_only_its_own_surroundings(
+    server: RunningServer, new_session: Any
+) -> None:
+    # Kernels adopt an IPython shell the zygote built (portside.kernel.host.prepare_shell): the
+    # directories it noted there must be the session's, and one session's namespace is its own.
+    first, second = new_session(), new_session()
+    run(first, "mine = 1")
+    probe = (
+        "ip = get_ipython()\n"
+        "print(ip.starting_dir, [str(d) for d in _dh], ip.profile_dir.location,"
+        " 'mine' in globals(), ip.kernel is not None)"
+    )
+    assert run(second, probe)[0] == (
+        "/home/work ['/home/work'] /tmp/.ipython/profile_default False True\n"
+    )
+    assert str(server.data_dir) not in run(second, "print(vars(get_ipython()))")[0]
+
+
 def test_system_directories_are_read_only(new_session: Any) -> None:
     compute = new_session()
     stderr = run(compute, "open('/usr/portside-was-here', 'w')")[1]

@@ -15,17 +15,62 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import comm
+from ipykernel.compiler import XCachingCompiler
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel as KernelBase
+from ipykernel.zmqshell import ZMQInteractiveShell
+from IPython.paths import get_ipython_dir
 from matplotlib_inline.backend_inline import configure_inline_support
 from traitlets.config import Config
 
 from portside.kernel.control import ControlServer
 from portside.kernel.streams import OrderedIOPubThread
+
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+#: The IPython shell the zygote built for its kernels (``prepare_shell``), or None.
+_prepared_shell: ZMQInteractiveShell | None = None
+
+
+def prepare_shell() -> None:
+    """Builds, in the zygote, the IPython shell each forked kernel then adopts.
+
+    Building a shell (namespaces, magics, formatters, completer, traceback handlers, the inline
+    matplotlib hook-up) is some forty traitlets objects and half of a kernel's start-up CPU
+    when each kernel does it after the fork, where every object it makes is a fresh page and
+    every shared one it touches a copied one.  Built once before any fork, it costs each kernel
+    nothing but the pages it later writes.  Nothing in it belongs to a session: the sockets,
+    the session key and the kernel object are attached in the child (``ForkedKernel``), and
+    what the shell notes of its surroundings (working directory, IPython directory) is
+    rewritten there.  Only with the kernel class that adopts it (``forked_kernel_fits``).
+    """
+    global _prepared_shell
+    if not forked_kernel_fits():
+        return
+    shell = ZMQInteractiveShell.instance(config=kernel_config(""), compiler_class=XCachingCompiler)
+    # Figures appear as images at the end of a cell, as Backend.AI's kernels show them.
+    configure_inline_support(shell, INLINE_BACKEND)  # type: ignore[no-untyped-call]
+    _prepared_shell = shell
+
+
+def _adopt_prepared_shell(kernel: ForkedKernel) -> ZMQInteractiveShell | None:
+    shell = _prepared_shell
+    if shell is None:
+        return None
+    shell.parent = kernel
+    shell.kernel = kernel
+    shell.profile_dir = kernel.profile_dir
+    shell.ipython_dir = get_ipython_dir()
+    # The zygote's working directory, which a session must not see, is where the shell
+    # thought it started.
+    shell.starting_dir = os.getcwd()
+    shell.history_manager.dir_hist[:] = [Path.cwd()]  # type: ignore[union-attr]
+    return shell
 
 
 class ForkedKernel(IPythonKernel):
@@ -39,12 +84,12 @@ class ForkedKernel(IPythonKernel):
     use the debugger: a kernel's sockets are the agent's alone, and in-session Jupyter apps run
     kernels of their own.  So the zygote keeps debugpy out (``keep_debugpy_out``), and this
     class is ipykernel 7's kernel with the debugger's parts left out of its constructor and
-    ``start``.
+    ``start``, and with the shell the zygote prepared.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         KernelBase.__init__(self, **kwargs)  # type: ignore[no-untyped-call]
-        self.shell = self.shell_class.instance(
+        self.shell = _adopt_prepared_shell(self) or self.shell_class.instance(
             parent=self,
             profile_dir=self.profile_dir,
             user_module=self.user_module,
@@ -139,9 +184,10 @@ def run_kernel(
     # traitlets leaves the application's logger at DEBUG and filters in its handler, so every
     # debug line of every message was formatted into a record and thrown away.
     app.log.setLevel(logging.WARNING)
-    # Figures appear as images at the end of a cell, as Backend.AI's kernels show them; the
-    # zygote already switched matplotlib to the inline backend.
-    configure_inline_support(app.shell, "module://matplotlib_inline.backend_inline")  # type: ignore[no-untyped-call]
+    if app.shell is not _prepared_shell:
+        # Figures appear as images at the end of a cell, as Backend.AI's kernels show them;
+        # the zygote already switched matplotlib to the inline backend.
+        configure_inline_support(app.shell, INLINE_BACKEND)  # type: ignore[no-untyped-call]
     # ipykernel's sockets are bound and its control thread runs: the agent may connect.
     ControlServer(workdir, rundir, spec).start(app.control_thread.io_loop.asyncio_loop)
     app.start()  # type: ignore[no-untyped-call]

@@ -65,9 +65,6 @@ PRELOAD = (
 )
 
 
-INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
-
-
 class SpawnRequest(TypedDict):
     kernel_id: str
     #: A process inside the sandbox whose namespaces the kernel joins; None runs unsandboxed.
@@ -88,7 +85,7 @@ class SpawnRequest(TypedDict):
 def _preload() -> None:
     import importlib
 
-    from portside.kernel.host import keep_debugpy_out
+    from portside.kernel.host import INLINE_BACKEND, keep_debugpy_out, prepare_shell
 
     keep_debugpy_out()
     for name in PRELOAD:
@@ -102,6 +99,7 @@ def _preload() -> None:
     from PIL import Image
 
     Image.preinit()
+    prepare_shell()
     # Objects created so far are shared with every kernel; freezing them keeps the garbage
     # collector from touching (and so copying) their pages in each child.
     gc.collect()

@@ -237,6 +237,8 @@ class LocalAgent:
             if zygote is None:
                 env = {
                     "MPLCONFIGDIR": str(self.config.data_dir / "matplotlib"),
+                    # The shell the zygote prepares for its kernels makes a profile here.
+                    "IPYTHONDIR": str(self.config.data_dir / "ipython"),
                     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                     # debugpy, imported with ipykernel, warns about frozen modules otherwise.
                     "PYDEVD_DISABLE_FILE_VALIDATION": "1",
