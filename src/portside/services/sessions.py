@@ -818,8 +818,9 @@ class SessionService:
         owner_access_key: str | None = None,
         reason: str = "user-requested",
     ) -> dict[str, Any]:
-        async with self.db() as db:
-            row = await self.resolve(db, principal, reference, owner_access_key)
+        # The transitions below read the row again and check its status, so a session known
+        # RUNNING a moment ago needs no query to find (a session never returns to PENDING).
+        row = await self.running(principal, reference, owner_access_key)
         return await self._destroy_row(
             row.id, forced=forced, reason=reason, maybe_pending=row.status == "PENDING"
         )
