@@ -70,9 +70,18 @@ def with_program(code: str, program: str) -> str:
 def for_official(code: str) -> str:
     """NOTES.md's translations, where the official client lacks the page's spelling.
 
+    One more than NOTES.md lists: the page continues a run with ``mode = "continued"``, which
+    both official clients refuse before sending anything ("Invalid execution mode"); they
+    spell it ``"continue"``.  A run answers ``continued`` only when it has been quiet for 2 s,
+    so without this an example passes or fails with the machine's load.
+
     Only for the official clients: Portside's SDK takes the page as written.
     """
-    return code.replace("client_token=", "name=").replace(".send_text(", ".send_str(")
+    return (
+        code.replace("client_token=", "name=")
+        .replace(".send_text(", ".send_str(")
+        .replace('mode = "continued"', 'mode = "continue"')
+    )
 
 
 def fill(code: str, call: str, replacement: str) -> str:
