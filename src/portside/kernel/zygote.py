@@ -1,8 +1,9 @@
 """The zygote: one pre-initialised Python process per runtime that forks kernels on request.
 
-Booting ipykernel costs most of a second, almost all of it imports.  The zygote pays that once;
-each kernel is then a ``fork()`` whose pages it shares copy-on-write, so a kernel is ready in a
-fraction of the time and costs a fraction of the memory (perf-notes.md).
+Booting ipykernel costs most of a second, almost all of it imports.  The zygote pays that once,
+and builds the IPython shell every kernel adopts (``host.prepare_shell``); each kernel is then a
+``fork()`` whose pages it shares copy-on-write, so a kernel is ready in a fraction of the time
+and costs a fraction of the memory (perf-notes.md).
 
 For each spawn request the zygote forks a *monitor*, which joins the kernel's cgroups and the
 namespaces of its sandbox (a bubblewrap process started by the agent), then forks the kernel
