@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ai.backend.client.session import Session
+from portside.agent.local import cgroups
 from portside.agent.local.layout import cgroup_instance, run_root
 
 from ..harness import RunningServer, kernel_state_files, kill_leftover_kernels, running_server
@@ -166,8 +167,7 @@ def test_running_sessions_survive_a_server_restart(tmp_path: Path) -> None:
         # cgroup either (the server removes its parent cgroup once nothing is left in it).
         assert kernel_state_files(tmp_path) == []
         instance = cgroup_instance(tmp_path)
-        cgroup_root = Path("/sys/fs/cgroup")
-        assert [*cgroup_root.glob(instance), *cgroup_root.glob(f"*/{instance}")] == []
+        assert [*cgroups.ROOT.glob(instance), *cgroups.ROOT.glob(f"*/{instance}")] == []
     finally:
         kill_leftover_kernels(tmp_path)
 

@@ -17,6 +17,8 @@ from pathlib import Path
 log = logging.getLogger("portside.agent.cgroups")
 
 ROOT = Path("/sys/fs/cgroup")
+#: The controllers a kernel's limits need, in v2 and as v1 hierarchies.
+CONTROLLERS = ("memory", "cpu", "pids")
 CPU_PERIOD_US = 100_000
 #: Enough processes for real work, few enough to stop a fork bomb.
 DEFAULT_PIDS_MAX = 1024
@@ -46,7 +48,7 @@ class CgroupDriver:
         controllers_file = unified / "cgroup.controllers"
         if controllers_file.exists():
             enabled = set(controllers_file.read_text().split())
-            if {"memory", "cpu", "pids"} <= enabled:
+            if set(CONTROLLERS) <= enabled:
                 parent = unified / instance
                 try:
                     parent.mkdir(exist_ok=True)
@@ -55,7 +57,7 @@ class CgroupDriver:
                 except OSError as e:
                     log.info("cgroup v2 is not usable: %s", e)
         paths = {}
-        for controller in ("memory", "cpu", "pids"):
+        for controller in CONTROLLERS:
             base = ROOT / controller
             if not (base / "cgroup.procs").exists():
                 return None
@@ -152,7 +154,7 @@ def remove_instance(instance: str, wait: float = 0.0) -> None:
     kernel keeps makes creating the next one dearer.
     """
     parents = [ROOT / instance, ROOT / "unified" / instance]
-    parents += [ROOT / controller / instance for controller in ("memory", "cpu", "pids")]
+    parents += [ROOT / controller / instance for controller in CONTROLLERS]
     deadline = time.monotonic() + wait
     for parent in parents:
         if not parent.is_dir():
