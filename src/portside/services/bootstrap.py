@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from portside.config import Config
+from portside.db.engine import Database
 from portside.db.models import KeyPair, User
 from portside.db.repositories import identity
 
@@ -90,9 +91,7 @@ def write_env_file(path: Path, endpoint: str, access_key: str, secret_key: str) 
     tmp.replace(path)
 
 
-async def bootstrap(
-    db_factory: async_sessionmaker[AsyncSession], config: Config
-) -> BootstrapResult:
+async def bootstrap(db_factory: Database, config: Config) -> BootstrapResult:
     async with db_factory() as db, db.begin():
         await identity.ensure_domain(db, DEFAULT_DOMAIN)
         await identity.ensure_group(db, DEFAULT_DOMAIN, DEFAULT_GROUP)

@@ -127,7 +127,7 @@ async def create_user(
     if "@" not in email:
         raise InvalidAPIParameters(f"{email!r} is not an email address")
     async with platform.db() as db, db.begin():
-        group = await identity.get_group(db, domain_name, group_name)
+        group = await db.run_sync(identity.get_group, domain_name, group_name)
         return await identity.create_user(
             db, email=email, domain_name=domain_name, role=role, full_name=full_name, groups=[group]
         )

@@ -347,7 +347,7 @@ class ModelServiceManager:
         async with self.db() as db, db.begin():
             from portside.db.repositories import identity
 
-            group = await identity.get_group(db, req.domain, req.group)
+            group = await db.run_sync(identity.get_group, req.domain, req.group)
             row = EndpointRow(
                 name=name,
                 access_key=owner.access_key,

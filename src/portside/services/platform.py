@@ -9,7 +9,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from yarl import URL
 
 from portside import __version__
@@ -17,7 +16,7 @@ from portside.agent.base import Agent
 from portside.appproxy.circuits import CircuitManager
 from portside.appproxy.server import AppProxy
 from portside.config import Config
-from portside.db.engine import make_engine, make_sessionmaker
+from portside.db.engine import Database
 from portside.db.migrate import upgrade
 from portside.images import ImageRegistry
 from portside.storage import LocalVolume
@@ -46,8 +45,8 @@ class Platform:
         self.config = config
         self.version = __version__
         self.started_at = time.time()
-        self.engine = make_engine(config.effective_database_url)
-        self.db: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
+        self.db = Database(config.effective_database_url)
+        self.engine = self.db.engine
         self._credentials: BootstrapResult | None = None
         self.keys = KeyCache(self.db)
         self.images = ImageRegistry(config.images, os.uname().machine)
@@ -130,7 +129,7 @@ class Platform:
         try:
             yield self
         finally:
-            await self.engine.dispose()
+            await self.db.dispose()
 
     @contextlib.asynccontextmanager
     async def _sessions(self) -> AsyncIterator[None]:

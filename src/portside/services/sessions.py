@@ -24,6 +24,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from portside import resources
 from portside.agent.base import (
@@ -37,6 +38,7 @@ from portside.agent.base import (
     placer_of,
 )
 from portside.apps import session_apps
+from portside.db.engine import Database
 from portside.db.models import (
     DEAD_STATUSES,
     TERMINAL_STATUSES,
@@ -128,7 +130,7 @@ class _Activity:
 class SessionService:
     def __init__(
         self,
-        db: Any,
+        db: Database,
         agent: Agent,
         images: ImageRegistry,
         events: EventHub,
@@ -154,7 +156,7 @@ class SessionService:
 
     async def start(self) -> None:
         async with self.db() as db:
-            rows = (
+            placed = (
                 await db.execute(
                     sa.select(SessionRow).where(
                         SessionRow.status.in_(("RUNNING", "SCHEDULED", "PREPARING", "TERMINATING")),
@@ -162,7 +164,7 @@ class SessionService:
                     )
                 )
             ).scalars()
-            live = [KernelInfo.from_dict(r.kernel_info) for r in rows if r.kernel_info]
+            live = [KernelInfo.from_dict(r.kernel_info) for r in placed if r.kernel_info]
         survived = await self.agent.start(live, self._on_kernel_exit)
         self._capacity = await self.agent.capacity()
         async with self.db() as db:
@@ -341,12 +343,17 @@ class SessionService:
         image = self.images.resolve(req.image)
         # Subscribed before the session exists, so no status change can slip past unseen.
         async with self.events.subscribe() as events:
-            async with self.db() as db, db.begin():
-                existing = await self._find_live_by_name(db, owner.access_key, name)
+
+            def find_or_insert(db: Session) -> tuple[SessionRow, bool]:
+                existing = self._find_live_by_name(db, owner.access_key, name)
                 if existing is not None:
-                    return self._reuse_or_refuse(existing, image, req)
+                    return existing, False
                 slots = self.requested_slots(image, req.resources)
-                row = await self._insert(db, owner, name, image, slots, req)
+                return self._insert(db, owner, name, image, slots, req), True
+
+            row, created = await self.db.run(find_or_insert)
+            if not created:
+                return self._reuse_or_refuse(row, image, req)
             session_id = row.id
             await self._publish(row, "PENDING")
             self._wakeup.set()
@@ -376,19 +383,17 @@ class SessionService:
             reply["status"] = "TIMEOUT"
         return reply
 
-    async def _insert(
+    def _insert(
         self,
-        db: AsyncSession,
+        db: Session,
         owner: Principal,
         name: str,
         image: Image,
         slots: resources.Slots,
         req: SessionRequest,
     ) -> SessionRow:
-        group = await identity.get_group(db, req.domain, req.group)
-        if not owner.is_superadmin and not await identity.is_group_member(
-            db, group.id, owner.user_id
-        ):
+        group = identity.get_group(db, req.domain, req.group)
+        if not owner.is_superadmin and not identity.is_group_member(db, group.id, owner.user_id):
             raise InsufficientPrivilege(f"you are not a member of the project {req.group!r}")
         now = utcnow()
         row = SessionRow(
@@ -421,20 +426,18 @@ class SessionService:
         )
         db.add(row)
         try:
-            await db.flush()
+            db.flush()
         except IntegrityError:
             raise SessionAlreadyExists(f"a session named {name!r} was just created") from None
         return row
 
-    async def _find_live_by_name(
-        self, db: AsyncSession, access_key: str, name: str
-    ) -> SessionRow | None:
+    def _find_live_by_name(self, db: Session, access_key: str, name: str) -> SessionRow | None:
         query = sa.select(SessionRow).where(
             SessionRow.access_key == access_key,
             SessionRow.name == name,
             SessionRow.status.not_in(TERMINAL_STATUSES),
         )
-        return (await db.execute(query)).scalar_one_or_none()
+        return db.execute(query).scalar_one_or_none()
 
     def _reuse_or_refuse(
         self, row: SessionRow, image: Image, req: SessionRequest
@@ -500,8 +503,9 @@ class SessionService:
         ``via`` names statuses passed through on the way, recorded and announced in order in
         the same transaction (a session that is scheduled and at once prepared).
         """
-        async with self.db() as db, db.begin():
-            row: SessionRow | None = await db.get(SessionRow, session_id, with_for_update=True)
+
+        def change(db: Session) -> SessionRow | None:
+            row = db.get(SessionRow, session_id, with_for_update=True)
             if row is None or (expect is not None and row.status not in expect):
                 return None
             now = utcnow()
@@ -517,6 +521,11 @@ class SessionService:
                 row.occupying_slots = {}
             for key, value in values.items():
                 setattr(row, key, value)
+            return row
+
+        row = await self.db.run(change)
+        if row is None:
+            return None
         self.forget_running(session_id)
         for passed in via:
             await self._publish(row, passed)
@@ -578,43 +587,9 @@ class SessionService:
                 self._wakeup.set()
 
     async def _schedule_once(self) -> None:
-        async with self.db() as db:
-            # Only what scheduling needs: whole rows would decode every JSON column of each.
-            pending = list(
-                (
-                    await db.execute(
-                        sa.select(
-                            SessionRow.id,
-                            SessionRow.access_key,
-                            SessionRow.requested_slots,
-                            SessionRow.starts_at,
-                        )
-                        .where(SessionRow.status == "PENDING")
-                        .order_by(SessionRow.priority.desc(), SessionRow.created_at)
-                    )
-                ).all()
-            )
-            if not pending:
-                return
-            # Grouped by the slots' JSON text: sessions mostly ask for the same few shapes, so
-            # this reads a handful of rows however many sessions run.
-            slots_text = sa.cast(SessionRow.occupying_slots, sa.Text)
-            occupying = (
-                await db.execute(
-                    sa.select(SessionRow.access_key, slots_text, sa.func.count())
-                    .where(SessionRow.status.not_in((*TERMINAL_STATUSES, "PENDING")))
-                    .group_by(SessionRow.access_key, slots_text)
-                )
-            ).all()
-            policies = {
-                p.name: p for p in (await db.execute(sa.select(KeyPairResourcePolicy))).scalars()
-            }
-            key_rows = await db.execute(
-                sa.select(KeyPair.access_key, KeyPair.resource_policy).where(
-                    KeyPair.access_key.in_({row.access_key for row in pending})
-                )
-            )
-            key_policies = {access_key: policy for access_key, policy in key_rows.tuples()}
+        pending, occupying, policies, key_policies = await self.db.run(_scheduling_state)
+        if not pending:
+            return
         usage: dict[str, KeypairUsage] = {}
         occupied: resources.Slots = {}
         for access_key, slots_json, count in occupying:
@@ -797,7 +772,7 @@ class SessionService:
                 raise InvalidSessionState(
                     f"only running sessions can be renamed; this one is {row.status}"
                 )
-            clash = await self._find_live_by_name(db, row.access_key, new_name)
+            clash = await db.run_sync(self._find_live_by_name, row.access_key, new_name)
             if clash is not None and clash.id != row.id:
                 raise SessionAlreadyExists(
                     f"you already have a session named {new_name!r}",
@@ -1015,6 +990,45 @@ class SessionService:
             if access_key is not None:
                 query = query.where(SessionRow.access_key == access_key)
             return int((await db.execute(query)).scalar_one())
+
+
+def _scheduling_state(
+    db: Session,
+) -> tuple[list[Any], list[Any], dict[str, KeyPairResourcePolicy], dict[str, str]]:
+    """What a round of scheduling reads: the pending sessions, what the others occupy, and
+    the resource policies that apply."""
+    # Only what scheduling needs: whole rows would decode every JSON column of each.
+    pending = list(
+        db.execute(
+            sa.select(
+                SessionRow.id,
+                SessionRow.access_key,
+                SessionRow.requested_slots,
+                SessionRow.starts_at,
+            )
+            .where(SessionRow.status == "PENDING")
+            .order_by(SessionRow.priority.desc(), SessionRow.created_at)
+        ).all()
+    )
+    if not pending:
+        return [], [], {}, {}
+    # Grouped by the slots' JSON text: sessions mostly ask for the same few shapes, so this
+    # reads a handful of rows however many sessions run.
+    slots_text = sa.cast(SessionRow.occupying_slots, sa.Text)
+    occupying = list(
+        db.execute(
+            sa.select(SessionRow.access_key, slots_text, sa.func.count())
+            .where(SessionRow.status.not_in((*TERMINAL_STATUSES, "PENDING")))
+            .group_by(SessionRow.access_key, slots_text)
+        ).all()
+    )
+    policies = {p.name: p for p in db.execute(sa.select(KeyPairResourcePolicy)).scalars()}
+    key_rows = db.execute(
+        sa.select(KeyPair.access_key, KeyPair.resource_policy).where(
+            KeyPair.access_key.in_({row.access_key for row in pending})
+        )
+    )
+    return pending, occupying, policies, dict(key_rows.tuples().all())
 
 
 def _looks_like_uuid(value: str) -> bool:

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from portside.agent.base import MountSpec
+from portside.db.engine import Database
 from portside.db.models import TERMINAL_STATUSES, SessionRow, VFolderRow, utcnow
 from portside.db.repositories import identity
 from portside.db.repositories import vfolders as repo
@@ -71,7 +72,7 @@ class VFolderService:
     def __init__(
         self,
         volume: LocalVolume,
-        db: async_sessionmaker[AsyncSession],
+        db: Database,
         *,
         default_quota: int = 0,
         secret: Callable[[], str] = lambda: "",
@@ -185,7 +186,7 @@ class VFolderService:
             )
             group_name = None
             if group:
-                project = await identity.get_group(db, principal.domain_name, group)
+                project = await db.run_sync(identity.get_group, principal.domain_name, group)
                 if not principal.is_admin:
                     raise InsufficientPrivilege(
                         f"only administrators create project folders; ask one to create "

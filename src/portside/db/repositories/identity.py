@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from portside.db.models import (
     Domain,
@@ -118,14 +119,16 @@ async def ensure_group(db: AsyncSession, domain_name: str, name: str) -> Group:
     return group
 
 
-async def get_group(db: AsyncSession, domain_name: str, name_or_id: str) -> Group:
+def get_group(db: Session, domain_name: str, name_or_id: str) -> Group:
+    """Synchronous, for the units of work session starts run (``Database.run``); async code
+    calls it through ``AsyncSession.run_sync``."""
     cond = Group.name == name_or_id
     try:
         cond = sa.or_(cond, Group.id == uuid.UUID(name_or_id))
     except ValueError:
         pass
-    group = (
-        await db.execute(sa.select(Group).where(Group.domain_name == domain_name, cond))
+    group = db.execute(
+        sa.select(Group).where(Group.domain_name == domain_name, cond)
     ).scalar_one_or_none()
     if group is None:
         raise ObjectNotFound(
@@ -135,9 +138,8 @@ async def get_group(db: AsyncSession, domain_name: str, name_or_id: str) -> Grou
     return group
 
 
-async def is_group_member(db: AsyncSession, group_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    row = await db.get(GroupMember, (group_id, user_id))
-    return row is not None
+def is_group_member(db: Session, group_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    return db.get(GroupMember, (group_id, user_id)) is not None
 
 
 async def ensure_resource_policy(
