@@ -62,6 +62,7 @@ Forwarder = Callable[[SessionEvent], Awaitable[None]]
 class EventHub:
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[SessionEvent]] = set()
+        self._by_session: dict[str, set[asyncio.Queue[SessionEvent]]] = {}
         self._forwarder: Forwarder | None = None
 
     def set_forwarder(self, forwarder: Forwarder | None) -> None:
@@ -71,6 +72,8 @@ class EventHub:
     def deliver(self, event: SessionEvent) -> None:
         """Hands an event to this process's subscribers."""
         for queue in list(self._subscribers):
+            queue.put_nowait(event)
+        for queue in list(self._by_session.get(event.session_id, ())):
             queue.put_nowait(event)
 
     async def publish(self, event: SessionEvent) -> None:
@@ -82,10 +85,21 @@ class EventHub:
                 log.exception("could not forward an event to the other servers")
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[SessionEvent]]:
+    async def subscribe(
+        self, session_id: str | None = None
+    ) -> AsyncIterator[asyncio.Queue[SessionEvent]]:
+        """Every event, or only those of ``session_id``: a request waiting for its own session
+        to start should not be woken by each of the others starting beside it."""
         queue: asyncio.Queue[SessionEvent] = asyncio.Queue()
-        self._subscribers.add(queue)
+        subscribers = (
+            self._subscribers
+            if session_id is None
+            else self._by_session.setdefault(session_id, set())
+        )
+        subscribers.add(queue)
         try:
             yield queue
         finally:
-            self._subscribers.discard(queue)
+            subscribers.discard(queue)
+            if session_id is not None and not subscribers:
+                self._by_session.pop(session_id, None)

@@ -341,20 +341,20 @@ class SessionService:
         if req.type != "batch" and (req.starts_at or req.batch_timeout):
             raise InvalidAPIParameters("starts_at and batch_timeout are for batch sessions only")
         image = self.images.resolve(req.image)
+        session_id = uuid.uuid4()
         # Subscribed before the session exists, so no status change can slip past unseen.
-        async with self.events.subscribe() as events:
+        async with self.events.subscribe(str(session_id)) as events:
 
             def find_or_insert(db: Session) -> tuple[SessionRow, bool]:
                 existing = self._find_live_by_name(db, owner.access_key, name)
                 if existing is not None:
                     return existing, False
                 slots = self.requested_slots(image, req.resources)
-                return self._insert(db, owner, name, image, slots, req), True
+                return self._insert(db, session_id, owner, name, image, slots, req), True
 
             row, created = await self.db.run(find_or_insert)
             if not created:
                 return self._reuse_or_refuse(row, image, req)
-            session_id = row.id
             await self._publish(row, "PENDING")
             self._wakeup.set()
             if req.enqueue_only:
@@ -386,6 +386,7 @@ class SessionService:
     def _insert(
         self,
         db: Session,
+        session_id: uuid.UUID,
         owner: Principal,
         name: str,
         image: Image,
@@ -397,6 +398,7 @@ class SessionService:
             raise InsufficientPrivilege(f"you are not a member of the project {req.group!r}")
         now = utcnow()
         row = SessionRow(
+            id=session_id,
             name=name,
             access_key=owner.access_key,
             user_id=owner.user_id,
