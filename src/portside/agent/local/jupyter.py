@@ -17,6 +17,7 @@ from typing import Any
 
 import zmq.asyncio
 from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.channels import AsyncZMQSocketChannel
 
 from portside.agent.base import AgentError
 from portside.agent.execution import Run
@@ -166,6 +167,19 @@ class JupyterConnection:
         message = self.client.session.msg("interrupt_request", {})
         self.client.control_channel.send(message)
 
+    async def _receive(self, channel: AsyncZMQSocketChannel) -> dict[str, Any]:
+        """The next message on ``channel``.
+
+        jupyter_client's ``get_*_msg`` polls the socket before it receives, which is one more
+        future and one more trip through the event loop for every message a kernel sends;
+        waiting in the receive itself is the same wait without them.
+        """
+        assert channel.socket is not None
+        parts = await channel.socket.recv_multipart()
+        _, raw = self.client.session.feed_identities(parts)
+        message: dict[str, Any] = self.client.session.deserialize(raw)
+        return message
+
     def _maybe_finish(self, msg_id: str) -> None:
         pending = self._pending.get(msg_id)
         if pending is None or pending.reply is None or not pending.idle:
@@ -175,7 +189,7 @@ class JupyterConnection:
 
     async def _iopub_loop(self) -> None:
         while True:
-            msg = await self.client.get_iopub_msg()
+            msg = await self._receive(self.client.iopub_channel)
             if msg["header"]["msg_type"] == "iopub_welcome":
                 self._subscribed.set()
                 for probe in self._probes.values():
@@ -203,7 +217,7 @@ class JupyterConnection:
 
     async def _shell_loop(self) -> None:
         while True:
-            msg = await self.client.get_shell_msg()
+            msg = await self._receive(self.client.shell_channel)
             parent = msg.get("parent_header", {}).get("msg_id")
             kind = msg["header"]["msg_type"]
             if kind == "execute_reply" and parent in self._pending:
@@ -214,7 +228,7 @@ class JupyterConnection:
 
     async def _stdin_loop(self) -> None:
         while True:
-            msg = await self.client.get_stdin_msg()
+            msg = await self._receive(self.client.stdin_channel)
             if msg["header"]["msg_type"] != "input_request":
                 continue
             pending = self._pending.get(msg.get("parent_header", {}).get("msg_id"))
