@@ -241,8 +241,7 @@ async def resolve_mounts(
     if not requests:
         # Only the automounted ones (names starting with a dot) can matter.
         conditions.append(VFolderRow.name.startswith("."))
-    async with service.db() as db:
-        folders = await repo.list_folders(db, *conditions)
+    folders = await service.db.run(lambda db: repo.list_folders(db, *conditions))
     by_name: dict[str, FolderRecord] = {}
     for record in folders:
         by_name.setdefault(record.row.name, record)

@@ -122,7 +122,7 @@ class TransferService:
 
     async def _complete(self, token: str, transfer: Transfer) -> None:
         async with self.folders.db() as db:
-            record = await repo.get_folder(db, transfer.folder_id)
+            record = await db.run_sync(repo.get_folder, transfer.folder_id)
         if record is None:
             self.transfers.finish(token)
             await asyncio.to_thread(self.volume.discard_upload, transfer.upload_id)

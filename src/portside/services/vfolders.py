@@ -86,10 +86,12 @@ class VFolderService:
     # -- finding folders ---------------------------------------------------------------------
 
     async def _find(self, db: AsyncSession, principal: Principal, ref: str) -> FolderRecord:
-        found = await repo.list_folders(db, repo.accessible(principal.user_id), repo.matches(ref))
+        found = await db.run_sync(
+            repo.list_folders, repo.accessible(principal.user_id), repo.matches(ref)
+        )
         folder_id = repo.parse_folder_id(ref)
         if not found and principal.is_admin and folder_id is not None:
-            record = await repo.get_folder(db, folder_id)
+            record = await db.run_sync(repo.get_folder, folder_id)
             found = [record] if record else []
         if not found:
             raise repo.folder_not_found(ref)
@@ -109,7 +111,7 @@ class VFolderService:
         if group_id is not None:
             conditions.append(VFolderRow.group_id == group_id)
         async with self.db() as db:
-            return await repo.list_folders(db, *conditions)
+            return await db.run_sync(repo.list_folders, *conditions)
 
     @staticmethod
     def can_manage(record: FolderRecord, principal: Principal) -> bool:
@@ -201,7 +203,9 @@ class VFolderService:
         return FolderRecord(row, principal.email if row.user_id else None, group_name)
 
     async def _check_free(self, db: AsyncSession, principal: Principal, name: str) -> None:
-        clash = await repo.list_folders(db, repo.accessible(principal.user_id), repo.matches(name))
+        clash = await db.run_sync(
+            repo.list_folders, repo.accessible(principal.user_id), repo.matches(name)
+        )
         if any(r.row.name == name for r in clash):
             raise Conflict(
                 f"you already have a virtual folder named {name!r} (yours or a project's); "

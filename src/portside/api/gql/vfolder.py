@@ -133,8 +133,8 @@ async def _page(
         raise InvalidAPIParameters("limit must be between 1 and 100")
     async with ctx(info).platform.db() as db:
         total = await repo.count_folders(db, *conditions)
-        records = await repo.list_folders(
-            db, *conditions, order_by=_order(order), limit=limit, offset=offset
+        records = await db.run_sync(
+            repo.list_folders, *conditions, order_by=_order(order), limit=limit, offset=offset
         )
     return {"items": [_folder(r) for r in records], "total_count": total}
 
@@ -242,5 +242,5 @@ class VFolderQueries(graphene.ObjectType):
         if not c.principal.is_admin:
             conditions.append(repo.accessible(c.principal.user_id))
         async with c.platform.db() as db:
-            records = await repo.list_folders(db, *conditions)
+            records = await db.run_sync(repo.list_folders, *conditions)
         return _folder(records[0]) if records else None

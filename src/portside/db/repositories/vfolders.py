@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from portside.db.models import Group, GroupMember, User, VFolderRow
 from portside.errors import Conflict, ObjectNotFound
@@ -72,17 +73,19 @@ def _base() -> Any:
 _PREFERENCE = (sa.case((VFolderRow.ownership_type == "user", 0), else_=1), VFolderRow.name)
 
 
-async def list_folders(
-    db: AsyncSession,
+def list_folders(
+    db: Session,
     *conditions: sa.ColumnElement[bool],
     order_by: Sequence[Any] = _PREFERENCE,
     limit: int | None = None,
     offset: int = 0,
 ) -> list[FolderRecord]:
+    """Synchronous, for the unit of work a session start runs (``Database.run``); async code
+    calls it through ``AsyncSession.run_sync``."""
     query = _base().where(*conditions).order_by(*order_by, VFolderRow.id).offset(offset)
     if limit is not None:
         query = query.limit(limit)
-    rows = (await db.execute(query)).tuples()
+    rows = db.execute(query).tuples()
     return [FolderRecord(row, email, group) for row, email, group in rows]
 
 
@@ -91,8 +94,8 @@ async def count_folders(db: AsyncSession, *conditions: sa.ColumnElement[bool]) -
     return int((await db.execute(query)).scalar_one())
 
 
-async def get_folder(db: AsyncSession, folder_id: uuid.UUID) -> FolderRecord | None:
-    found = await list_folders(db, VFolderRow.id == folder_id)
+def get_folder(db: Session, folder_id: uuid.UUID) -> FolderRecord | None:
+    found = list_folders(db, VFolderRow.id == folder_id)
     return found[0] if found else None
 
 
