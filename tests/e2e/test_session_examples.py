@@ -93,7 +93,11 @@ def _run(
     stdin: str | None = None,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    return client.run(code, env or server.env(), cwd=cwd, stdin=stdin, timeout=RUN_TIMEOUT)
+    """Runs an example as ``client`` runs it: as written with our SDK, with NOTES.md's
+    translations with the official ones."""
+    return client.run(
+        _adapt(client, code), env or server.env(), cwd=cwd, stdin=stdin, timeout=RUN_TIMEOUT
+    )
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> None:
@@ -412,8 +416,7 @@ def test_media_html(client: ClientPython, server: RunningServer, tmp_path: Path)
 
 def test_async_mode(client: ClientPython, server: RunningServer, tmp_path: Path) -> None:
     """12_async_mode.py (stream_execute over a WebSocket): the user sees exactly "hello world"."""
-    code = _adapt(client, with_handle_media(source("12_async_mode.py")))
-    proc = _run(client, code, server, tmp_path)
+    proc = _run(client, with_handle_media(source("12_async_mode.py")), server, tmp_path)
     _ok(proc)
     assert proc.stdout == "hello world\n"
 
@@ -422,7 +425,7 @@ def test_async_mode_media(client: ClientPython, server: RunningServer, tmp_path:
     """12_async_mode.py with an SVG: handle_media receives it through the stream."""
     program = f"from IPython.display import SVG, display\ndisplay(SVG({SVG!r}))"
     code = with_program(with_handle_media(source("12_async_mode.py")), program)
-    proc = _run(client, _adapt(client, code), server, tmp_path)
+    proc = _run(client, code, server, tmp_path)
     _ok(proc)
     assert _media(proc.stdout) == [["media", ["image/svg+xml", SVG]]]
 
@@ -432,6 +435,6 @@ def test_async_mode_user_input(client: ClientPython, server: RunningServer, tmp_
     the WebSocket (``stream.send_text``; ``send_str`` for the official clients), and the user
     sees the greeting."""
     code = with_program(with_handle_media(source("12_async_mode.py")), ASK_NAME)
-    proc = _run(client, _adapt(client, code), server, tmp_path, stdin="Portside\n")
+    proc = _run(client, code, server, tmp_path, stdin="Portside\n")
     _ok(proc)
     assert proc.stdout == "What is your name? Hello, Portside!\n"
