@@ -114,6 +114,19 @@ class ForkedKernel(IPythonKernel):
             self.shell.exit_now = False
         KernelBase.start(self)  # type: ignore[no-untyped-call]
 
+    # Only the agent listens on a forked kernel's IOPub, and it needs neither of the two
+    # messages below: a run ends with its reply and the ``idle`` status, and its input is what
+    # the agent sent.  Each one left out is a message fewer to build, hand to the IOPub thread,
+    # send, receive and decode per request: 0.4-0.9 ms of the kernel's CPU per ``print(1)``.
+
+    def _publish_execute_input(self, code: str, parent: Any, execution_count: int) -> None:
+        """Not published (see above)."""
+
+    def _publish_status(self, status: str, channel: str, parent: Any = None) -> None:
+        """Every status but ``busy``, which always precedes a request's output anyway."""
+        if status != "busy":
+            super()._publish_status(status, channel, parent)  # type: ignore[no-untyped-call]
+
 
 def forked_kernel_fits() -> bool:
     """Whether ForkedKernel matches the installed ipykernel (7.x, whose constructor walks the
