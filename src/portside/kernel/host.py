@@ -55,6 +55,11 @@ def prepare_shell() -> None:
     shell = ZMQInteractiveShell.instance(config=kernel_config(""), compiler_class=XCachingCompiler)
     # Figures appear as images at the end of a cell, as Backend.AI's kernels show them.
     configure_inline_support(shell, INLINE_BACKEND)  # type: ignore[no-untyped-call]
+    # IPython's own extensions (%store): the kernel's start finds them loaded.  Their state
+    # (%store's database) is only opened on first use, in the kernel's profile directory.
+    extensions: list[str] = IPKernelApp.class_traits()["default_extensions"].default() or []
+    for extension in extensions:
+        shell.extension_manager.load_extension(extension)  # type: ignore[union-attr]
     _prepared_shell = shell
 
 
@@ -153,6 +158,10 @@ class KernelApp(IPKernelApp):
     def parse_command_line(self, argv: list[str] | None = None) -> None:
         self.argv = []
         self.extra_args = []
+
+    def load_config_file(self, *args: Any, **kwargs: Any) -> None:
+        """No configuration files: a kernel's IPython directory is in its sandbox's own new
+        ``/tmp``, so the search for them (a dozen paths) would find nothing."""
 
     def init_iopub(self, context: Any) -> None:
         super().init_iopub(context)  # type: ignore[no-untyped-call]
