@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from portside import durations, modeldef
 from portside.agent.base import AgentError, MountSpec
@@ -177,28 +178,7 @@ class ModelServiceManager:
         view is the truth it writes) or has just become the leader (``adopt``: it takes the
         replicas over and re-checks their health before they serve).
         """
-        async with self.db() as db:
-            rows = list(
-                (
-                    await db.execute(
-                        sa.select(EndpointRow).where(EndpointRow.status != "DESTROYED")
-                    )
-                ).scalars()
-            )
-            routes = list(
-                (
-                    await db.execute(sa.select(RouteRow).where(RouteRow.status.in_(LIVE_ROUTES)))
-                ).scalars()
-            )
-            session_ids = [r.session_id for r in routes if r.session_id is not None]
-            kernels: dict[uuid.UUID, uuid.UUID | None] = {}
-            if session_ids:
-                running = await db.execute(
-                    sa.select(SessionRow.id, SessionRow.kernel_id).where(
-                        SessionRow.id.in_(session_ids), SessionRow.status == "RUNNING"
-                    )
-                )
-                kernels = {session_id: kernel_id for session_id, kernel_id in running}
+        rows, routes, kernels = await self.db.run(_services_state)
         live = {row.id for row in rows}
         gone = {e for e in self.endpoints if e not in live}
         for endpoint_id in gone:
@@ -795,6 +775,27 @@ class ModelServiceManager:
             with contextlib.suppress(Exception):
                 await self.sessions.destroy_by_id(replica.session_id, reason=reason)
         self._wakeup.set()
+
+
+def _services_state(
+    db: Session,
+) -> tuple[list[EndpointRow], list[RouteRow], dict[uuid.UUID, uuid.UUID | None]]:
+    """The services, their live replicas and the kernels of those that run, as one unit of
+    work: the reconciler reads them twice a second even when there is no service at all."""
+    rows = list(
+        db.execute(sa.select(EndpointRow).where(EndpointRow.status != "DESTROYED")).scalars()
+    )
+    routes = list(db.execute(sa.select(RouteRow).where(RouteRow.status.in_(LIVE_ROUTES))).scalars())
+    session_ids = [r.session_id for r in routes if r.session_id is not None]
+    kernels: dict[uuid.UUID, uuid.UUID | None] = {}
+    if session_ids:
+        running = db.execute(
+            sa.select(SessionRow.id, SessionRow.kernel_id).where(
+                SessionRow.id.in_(session_ids), SessionRow.status == "RUNNING"
+            )
+        )
+        kernels = {session_id: kernel_id for session_id, kernel_id in running.tuples()}
+    return rows, routes, kernels
 
 
 async def probe_port(endpoint: dict[str, Any]) -> bool:
