@@ -359,9 +359,7 @@ class SessionService:
             self._wakeup.set()
             if req.enqueue_only:
                 return self._creation_reply(row, created=True)
-            status = await self._wait_for_start(
-                events, session_id, req.max_wait or DEFAULT_CREATE_WAIT
-            )
+            status = await self._wait_for_start(events, req.max_wait or DEFAULT_CREATE_WAIT)
         active = self._active.get(session_id)
         if status == "RUNNING" and active is not None and active.started is not None:
             # Started by this server: the row as it became RUNNING saves reading it back.
@@ -468,11 +466,11 @@ class SessionService:
         }
 
     async def _wait_for_start(
-        self, events: asyncio.Queue[SessionEvent], session_id: uuid.UUID, timeout: float
+        self, events: asyncio.Queue[SessionEvent], timeout: float
     ) -> str | None:
         """The first of RUNNING or a terminal status the session reaches, None on timeout.
 
-        ``events`` was subscribed before the session was created.
+        ``events`` is the session's own subscription, made before the session was created.
         """
         wanted = ("RUNNING", *TERMINAL_STATUSES)
         loop = asyncio.get_running_loop()
@@ -485,7 +483,7 @@ class SessionService:
                 event = await asyncio.wait_for(events.get(), remaining)
             except TimeoutError:
                 return None
-            if event.session_id == str(session_id) and event.status in wanted:
+            if event.status in wanted:
                 return event.status
 
     # Status changes ------------------------------------------------------------------------
