@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -71,9 +70,9 @@ class Database:
         self._sync_engine: sa.Engine | None = None
         self._sync: sessionmaker[Session] | None = None
         self._thread: ThreadPoolExecutor | None = None
-        if url.startswith("sqlite"):
+        if self.engine.dialect.name == "sqlite":
             self._sync_engine = sync_engine = sa.create_engine(
-                make_url(url).set(drivername="sqlite"),
+                self.engine.url.set(drivername="sqlite"),
                 connect_args={"timeout": 10},
                 pool_size=1,
                 max_overflow=0,
