@@ -108,14 +108,19 @@ def _preload() -> None:
 
 
 def _write_exit(rundir: str, wait_status: int) -> None:
-    record: dict[str, Any] = {"at": time.time()}
+    # Formatted and written with plain os calls, as the report in _monitor: every Python
+    # function a forked process runs for the first time copies the zygote's pages it touches.
     if os.WIFSIGNALED(wait_status):
-        record["signal"] = os.WTERMSIG(wait_status)
+        record = b'{"at": %f, "signal": %d}' % (time.time(), os.WTERMSIG(wait_status))
     else:
-        record["exit_code"] = os.waitstatus_to_exitcode(wait_status)
+        code = os.waitstatus_to_exitcode(wait_status)
+        record = b'{"at": %f, "exit_code": %d}' % (time.time(), code)
     path = os.path.join(rundir, "exit.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, record)
+    finally:
+        os.close(fd)
     os.replace(path + ".tmp", path)
 
 
@@ -170,7 +175,9 @@ def _monitor(req: SpawnRequest, report_fd: int) -> None:
         except BaseException:
             traceback.print_exc()
         os._exit(70)
-    os.write(report_fd, json.dumps({"kernel_pid": kernel_pid}).encode())
+    # The monitor's own work is paid for in copied pages of the zygote's (see _write_exit):
+    # its report is formatted by hand, not by the json module.
+    os.write(report_fd, b'{"kernel_pid": %d}' % kernel_pid)
     os.close(report_fd)
     linux.set_process_name("ps-monitor")
     _, status = os.waitpid(kernel_pid, 0)
