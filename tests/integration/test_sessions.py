@@ -33,6 +33,22 @@ def test_query_mode_is_stateful_and_counts_queries(new_session: Any) -> None:
     assert compute.get_info()["numQueriesExecuted"] >= 3
 
 
+def test_a_new_namespace_is_empty_and_a_full_reset_keeps_the_kernels_modules(
+    new_session: Any,
+) -> None:
+    compute = new_session()
+    assert run(compute, "%who")[0] == "Interactive namespace is empty.\n"
+    run(compute, "x = 1\nimport colorsys")
+    code = (
+        "%reset -f --aggressive\n"
+        "import sys\n"
+        "print('x' in dir(), 'colorsys' in sys.modules, 'zmq' in sys.modules)"
+    )
+    # The variable and the module the cell imported are gone; what the kernel runs on stays.
+    assert run(compute, code)[0] == "culling sys module...\nFalse False True\n"
+    assert run(compute, "print('still answering')")[0] == "still answering\n"
+
+
 def test_exit_codes_follow_system_exit(new_session: Any) -> None:
     compute = new_session()
     assert run(compute, "import sys; sys.exit(3)")[3] == 3

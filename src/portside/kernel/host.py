@@ -60,6 +60,9 @@ def prepare_shell() -> None:
     extensions: list[str] = IPKernelApp.class_traits()["default_extensions"].default() or []
     for extension in extensions:
         shell.extension_manager.load_extension(extension)  # type: ignore[union-attr]
+    # What ``%reset --aggressive`` keeps: the modules a kernel starts with, all imported by now
+    # (``KernelApp.init_code`` leaves this snapshot in place).
+    shell._sys_modules_keys = set(sys.modules)
     _prepared_shell = shell
 
 
@@ -162,6 +165,31 @@ class KernelApp(IPKernelApp):
     def load_config_file(self, *args: Any, **kwargs: Any) -> None:
         """No configuration files: a kernel's IPython directory is in its sandbox's own new
         ``/tmp``, so the search for them (a dozen paths) would find nothing."""
+
+    def init_config_files(self) -> None:
+        """Nothing to stage into the profile: no configuration file is read (above)."""
+
+    def init_code(self) -> None:
+        """IPython's start-up code (startup files, ``PYTHONSTARTUP``, exec lines), without
+        retaking the snapshot of ``sys.modules`` when the shell is the zygote's.
+
+        Taking it touches every module's name, which in a forked kernel copies some 250 of
+        the zygote's pages, a tenth of a kernel's start; the zygote took it when it built the
+        shell (``prepare_shell``), after importing everything a kernel starts with.
+        """
+        shell = _prepared_shell
+        if self.shell is not shell or shell is None:
+            super().init_code()  # type: ignore[no-untyped-call]
+            return
+        self._run_startup_files()  # type: ignore[no-untyped-call]
+        self._run_exec_lines()  # type: ignore[no-untyped-call]
+        self._run_exec_files()  # type: ignore[no-untyped-call]
+        if self.hide_initial_ns:
+            shell.user_ns_hidden.update(shell.user_ns)
+        self._run_cmd_line_code()  # type: ignore[no-untyped-call]
+        self._run_module()  # type: ignore[no-untyped-call]
+        sys.stdout.flush()
+        sys.stderr.flush()
 
     def init_iopub(self, context: Any) -> None:
         super().init_iopub(context)  # type: ignore[no-untyped-call]
