@@ -173,9 +173,9 @@ class KernelApp(IPKernelApp):
         """IPython's start-up code (startup files, ``PYTHONSTARTUP``, exec lines), without
         retaking the snapshot of ``sys.modules`` when the shell is the zygote's.
 
-        Taking it touches every module's name, which in a forked kernel copies some 250 of
-        the zygote's pages, a tenth of a kernel's start; the zygote took it when it built the
-        shell (``prepare_shell``), after importing everything a kernel starts with.
+        Taking it touches every module's name, which in a forked kernel copies a couple of
+        hundred of the zygote's pages; the zygote took it when it built the shell
+        (``prepare_shell``), after importing everything a kernel starts with.
         """
         shell = _prepared_shell
         if self.shell is not shell or shell is None:
