@@ -111,14 +111,13 @@ def _write_exit(rundir: str, wait_status: int) -> None:
     # Formatted and written with plain os calls, as the report in _monitor: every Python
     # function a forked process runs for the first time copies the zygote's pages it touches.
     if os.WIFSIGNALED(wait_status):
-        record = b'{"at": %f, "signal": %d}' % (time.time(), os.WTERMSIG(wait_status))
+        field, value = b"signal", os.WTERMSIG(wait_status)
     else:
-        code = os.waitstatus_to_exitcode(wait_status)
-        record = b'{"at": %f, "exit_code": %d}' % (time.time(), code)
+        field, value = b"exit_code", os.waitstatus_to_exitcode(wait_status)
     path = os.path.join(rundir, "exit.json")
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, record)
+        os.write(fd, b'{"at": %f, "%s": %d}' % (time.time(), field, value))
     finally:
         os.close(fd)
     os.replace(path + ".tmp", path)
