@@ -49,6 +49,21 @@ def test_a_new_namespace_is_empty_and_a_full_reset_keeps_the_kernels_modules(
     assert run(compute, "print('still answering')")[0] == "still answering\n"
 
 
+def test_the_kernel_reads_requests_on_its_main_thread(new_session: Any) -> None:
+    # ipykernel 7 routes every request through a shell channel thread, there for subshells that
+    # no client here opens; a session's kernel reads requests on its main thread instead
+    # (kernel/host.py).  Output of a thread the cell starts still belongs to that cell.
+    compute = new_session()
+    code = (
+        "import threading\n"
+        "names = {t.name for t in threading.enumerate()}\n"
+        "print(threading.current_thread() is threading.main_thread(), 'Shell channel' in names)\n"
+        "t = threading.Thread(target=print, args=('from a thread',))\n"
+        "t.start(); t.join()"
+    )
+    assert run(compute, code)[0] == "True False\nfrom a thread\n"
+
+
 def test_exit_codes_follow_system_exit(new_session: Any) -> None:
     compute = new_session()
     assert run(compute, "import sys; sys.exit(3)")[3] == 3
