@@ -64,6 +64,17 @@ def test_the_kernel_reads_requests_on_its_main_thread(new_session: Any) -> None:
     assert run(compute, code)[0] == "True False\nfrom a thread\n"
 
 
+def test_output_written_to_the_descriptors_arrives_with_its_run(new_session: Any) -> None:
+    # What a child process or C code writes to descriptors 1 and 2 belongs to the run that
+    # wrote it, all of it, even a burst written just before the cell ends (kernel/streams.py).
+    compute = new_session()
+    for i in range(5):
+        code = f"import os\nos.system('echo child {i}')\nn = os.write(2, b'e' * 50000)"
+        out, err, _, _ = run(compute, code)
+        assert out == f"child {i}\n"
+        assert err == "e" * 50000
+
+
 def test_exit_codes_follow_system_exit(new_session: Any) -> None:
     compute = new_session()
     assert run(compute, "import sys; sys.exit(3)")[3] == 3
