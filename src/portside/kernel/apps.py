@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import socket
-import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,41 +151,64 @@ def _raise_oom_score() -> None:
 
 
 class ConnectBroker:
-    """Answers ``{"port": N}`` on ``connect.sock`` with a socket connected to that port."""
+    """Answers ``{"port": N}`` on ``connect.sock`` with a socket connected to that port.
+
+    Served on the event loop of the control server (ipykernel's control thread), not on a
+    thread of its own per kernel and per connection.
+    """
 
     def __init__(self, rundir: str) -> None:
         self.path = os.path.join(rundir, "connect.sock")
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
+        """Starts serving on the running loop."""
         if os.path.exists(self.path):
             os.unlink(self.path)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(self.path)
         server.listen(128)
-        threading.Thread(
-            target=self._serve, args=(server,), name="portside-connect", daemon=True
-        ).start()
+        server.setblocking(False)
+        self._spawn(self._serve(server))
 
-    def _serve(self, server: socket.socket) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, server: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            client, _ = server.accept()
-            threading.Thread(target=self._answer, args=(client,), daemon=True).start()
+            client, _ = await loop.sock_accept(server)
+            self._spawn(self._answer(client))
 
     @staticmethod
-    def _answer(client: socket.socket) -> None:
+    async def _answer(client: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         with client:
+            request = b""
+            while b"\n" not in request and len(request) < 4096:
+                chunk = await loop.sock_recv(client, 4096)
+                if not chunk:
+                    return
+                request += chunk
             try:
-                request = json.loads(client.makefile("rb").readline())
-                port = int(request["port"])
+                port = int(json.loads(request.split(b"\n", 1)[0])["port"])
             except (ValueError, KeyError, TypeError):
-                client.sendall(b'{"error": "send {\\"port\\": N}"}\n')
+                await loop.sock_sendall(client, b'{"error": "send {\\"port\\": N}"}\n')
                 return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
-            except OSError as e:
-                client.sendall(json.dumps({"error": f"port {port}: {e.strerror}"}).encode() + b"\n")
-                return
+            upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             with upstream:
-                upstream.settimeout(None)
+                upstream.setblocking(False)
+                try:
+                    await asyncio.wait_for(loop.sock_connect(upstream, ("127.0.0.1", port)), 5)
+                except (OSError, TimeoutError) as e:
+                    errno = e.errno if isinstance(e, OSError) else None
+                    reason = os.strerror(errno) if errno else "timed out"
+                    error = json.dumps({"error": f"port {port}: {reason}"}).encode() + b"\n"
+                    await loop.sock_sendall(client, error)
+                    return
+                # The receiver shares this open file, flags and all: it gets a blocking socket.
+                upstream.setblocking(True)
                 upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 socket.send_fds(client, [b'{"ok": true}\n'], [upstream.fileno()])

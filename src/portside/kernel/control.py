@@ -85,10 +85,10 @@ class ControlServer:
         The kernel starts it when ipykernel is up, so a connected agent finds a kernel that
         answers on every channel.
         """
-        self.broker.start()
         asyncio.run_coroutine_threadsafe(self._serve(), loop).result(timeout=10)
 
     async def _serve(self) -> None:
+        self.broker.start()
         for path in (self.socket_path, self.input_socket):
             if os.path.exists(path):
                 os.unlink(path)
