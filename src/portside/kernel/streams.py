@@ -4,6 +4,7 @@ with what the process writes to its own stdout and stderr descriptors in the run
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import sys
 import threading
@@ -89,7 +90,9 @@ class OrderedOutStream(OutStream):
                 os.close(self._fid)
                 self._fid = None
                 break
-            os.write(self._original_stdstream_copy, data)
+            # The log's copy is a courtesy: a full log must not cost the run its output.
+            with contextlib.suppress(OSError):
+                os.write(self._original_stdstream_copy, data)
             if text := self._decoder.decode(data):
                 with self._buffer_lock:
                     self._buffers[frozenset(self._parent_header_global.items())].write(text)
