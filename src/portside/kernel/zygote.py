@@ -26,6 +26,7 @@ import resource
 import signal
 import socket
 import sys
+import sysconfig
 import time
 import traceback
 from typing import Any, TypedDict
@@ -104,7 +105,52 @@ def _preload() -> None:
     # Objects created so far are shared with every kernel; freezing them keeps the garbage
     # collector from touching (and so copying) their pages in each child.
     gc.collect()
+    _make_immortal(gc.get_objects())
     gc.freeze()
+
+
+#: The reference count CPython 3.12 and 3.13 give immortal objects (``_Py_IMMORTAL_REFCNT``
+#: on 64-bit builds): ``Py_INCREF`` and ``Py_DECREF`` leave such a count unwritten.
+_IMMORTAL_REFCNT = 0xFFFFFFFF
+
+
+def _make_immortal(roots: list[Any]) -> None:
+    """Makes everything the zygote holds immortal (PEP 683), where CPython has the layout
+    for it, so that a kernel no longer copies a shared page merely by using an object on it.
+
+    Every object a forked kernel uses gets its reference count written, and each such write
+    into a page the zygote still shares copies that page: about 3,000 copies per kernel, most
+    of its start-up cost.  A copy is cheap when the memory it lands in was just freed, but on
+    a virtual machine whose host takes freed memory back (as these do), each new kernel of a
+    growing fleet copies into memory the host has to supply anew: 8 µs a page instead of 2.5.
+    Immortal objects keep their count as it is, so those pages stay shared.  The zygote's
+    objects live as long as it does anyway; a kernel that drops one merely never frees it.
+
+    Only on CPython 3.12 and 3.13 with the GIL (PEP 683's count in the object's first word);
+    elsewhere this does nothing, and kernels copy what they use, as before.
+    """
+    if not (
+        sys.implementation.name == "cpython"
+        and (3, 12) <= sys.version_info[:2] <= (3, 13)
+        and not sysconfig.get_config_var("Py_GIL_DISABLED")
+        and sys.maxsize > 2**32
+    ):
+        return
+    import ctypes
+
+    seen: set[int] = set()
+    pending = list(roots)
+    while pending:
+        obj = pending.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        count = ctypes.c_ssize_t.from_address(id(obj))
+        if count.value < _IMMORTAL_REFCNT:
+            count.value = _IMMORTAL_REFCNT
+        # Strings, numbers and untracked tuples are not among the collector's objects; they
+        # are reached through the containers that hold them.
+        pending.extend(gc.get_referents(obj))
 
 
 def _write_exit(rundir: str, wait_status: int) -> None:
