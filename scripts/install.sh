@@ -29,7 +29,10 @@ if [ $dev = 1 ]; then
     command -v chromium >/dev/null 2>&1 || apt_install chromium
 fi
 
-python=${PYTHON:-python3}
+# Kernels share the zygote's memory best on CPython 3.13 or 3.12, where its objects can be made
+# immortal (portside/kernel/zygote.py): the newest of those found, else python3 (3.11 or later).
+source scripts/find-python.sh
+python=${PYTHON:-$(find_python 3.13 || find_python 3.12 || echo python3)}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi

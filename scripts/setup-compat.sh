@@ -8,17 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .compat
 
-find_python() {
-    local version=$1 candidate
-    for candidate in "python$version" "$(pyenv root 2>/dev/null)/versions/$version"*/bin/python"$version"; do
-        # pyenv shims exist for every installed version but fail unless that one is active.
-        if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c '' >/dev/null 2>&1; then
-            command -v "$candidate"
-            return 0
-        fi
-    done
-    return 1
-}
+source scripts/find-python.sh
 
 build() {
     local name=$1 python_version=$2; shift 2
