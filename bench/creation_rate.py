@@ -22,6 +22,7 @@ from bench.common import (
     Row,
     bench_main,
     cpu_by_role,
+    hand_free_memory_back,
     kernel_gateway,
     log,
     p50,
@@ -64,6 +65,8 @@ class Rate:
     #: CPU seconds the whole machine was busy per creation (every process and the kernel's own
     #: work, which the per-process counters miss for short-lived helpers).
     machine_cpu_per_creation: float = float("nan")
+    #: Whether the window began with the machine's free memory handed back to its host.
+    fresh_memory: bool = False
 
     @property
     def per_second(self) -> float:
@@ -94,6 +97,7 @@ async def measure_portside(args: argparse.Namespace, destroy_each: bool) -> Rate
         await run_code(warm, "print(1)")
         await ps.destroy(warm)
         await ps.wait_pool_full()
+        rate.fresh_memory = await hand_free_memory_back()
         log(
             f"portside: creating for {args.duration} s, {args.concurrency} in flight, "
             f"{'destroying each' if destroy_each else 'keeping them'}"
@@ -159,6 +163,7 @@ async def measure_jkg(args: argparse.Namespace, delete_each: bool) -> Rate:
         async with gw.connect(kernel_id) as ws:
             await gw.execute(ws, "print(1)")
         await gw.delete_kernel(kernel_id)
+        rate.fresh_memory = await hand_free_memory_back()
         log(f"kernel gateway: {args.jkg_kernels} kernels, {args.concurrency} in flight")
         remaining = args.jkg_kernels
         start = time.perf_counter()
@@ -248,6 +253,12 @@ def notes(
     out.append(
         f"{args.concurrency} creations in flight on each side; a creation counts when the new "
         "session's print(1) output has arrived"
+    )
+    out.append(
+        "each window began with the machine's free memory compacted, so that a virtual "
+        "machine's host had taken it back (as after a boot; bench/common.py)"
+        if all(r.fresh_memory for pair in (steady, kept) for r in pair if r.elapsed)
+        else "windows began with the machine's memory as the previous work left it (not root)"
     )
     ps = kept[0]
     if ps.cpu_per_creation:
