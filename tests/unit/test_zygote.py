@@ -1,0 +1,57 @@
+"""What a kernel forked from the zygote copies of the zygote's memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+
+#: A zygote's worth of objects (some 12 MiB: tuples, lists, strings), made immortal or not,
+#: then a forked child that uses each of them once, as a kernel uses the zygote's objects.
+#: Prints the page faults the child took while doing so.
+CHILD_FAULTS = """
+import gc, os, resource, sys
+from portside.kernel.zygote import _make_immortal
+
+data = [("item-%d" % i, [i, str(i) * 3]) for i in range(50_000)]
+if sys.argv[1] == "immortal":
+    _make_immortal([data])
+gc.freeze()
+pid = os.fork()
+if pid == 0:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    total = 0
+    for name, pair in data:
+        total += len(name) + len(pair[1])
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    os.write(1, b"%d" % (after - before))
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def child_faults(mode: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD_FAULTS, mode], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout)
+
+
+def immortality_available() -> bool:
+    return (
+        sys.implementation.name == "cpython"
+        and (3, 12) <= sys.version_info[:2] <= (3, 13)
+        and not sysconfig.get_config_var("Py_GIL_DISABLED")
+    )
+
+
+def test_a_forked_kernel_uses_the_zygotes_objects_without_copying_their_pages() -> None:
+    mortal = child_faults("mortal")
+    immortal = child_faults("immortal")
+    # Using the 50,000 entries writes every page they are on when they are mortal.
+    assert mortal > 2000
+    if immortality_available():
+        assert immortal < mortal / 10, (immortal, mortal)
+    else:
+        # Elsewhere the zygote leaves its objects as they are, and kernels copy what they use.
+        assert immortal > mortal / 2, (immortal, mortal)
