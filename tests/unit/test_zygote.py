@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import sysconfig
+
+from portside.kernel.zygote import immortal_objects_supported
 
 #: A zygote's worth of objects (some 12 MiB: tuples, lists, strings), made immortal or not,
 #: then a forked child that uses each of them once, as a kernel uses the zygote's objects.
@@ -37,20 +38,12 @@ def child_faults(mode: str) -> int:
     return int(out.stdout)
 
 
-def immortality_available() -> bool:
-    return (
-        sys.implementation.name == "cpython"
-        and (3, 12) <= sys.version_info[:2] <= (3, 13)
-        and not sysconfig.get_config_var("Py_GIL_DISABLED")
-    )
-
-
 def test_a_forked_kernel_uses_the_zygotes_objects_without_copying_their_pages() -> None:
     mortal = child_faults("mortal")
     immortal = child_faults("immortal")
     # Using the 50,000 entries writes every page they are on when they are mortal.
     assert mortal > 2000
-    if immortality_available():
+    if immortal_objects_supported():
         assert immortal < mortal / 10, (immortal, mortal)
     else:
         # Elsewhere the zygote leaves its objects as they are, and kernels copy what they use.

@@ -114,6 +114,17 @@ def _preload() -> None:
 _IMMORTAL_REFCNT = 0xFFFFFFFF
 
 
+def immortal_objects_supported() -> bool:
+    """Whether this interpreter keeps PEP 683's count in an object's first word as
+    ``_IMMORTAL_REFCNT``: 64-bit CPython 3.12 and 3.13 with the GIL."""
+    return (
+        sys.implementation.name == "cpython"
+        and (3, 12) <= sys.version_info[:2] <= (3, 13)
+        and not sysconfig.get_config_var("Py_GIL_DISABLED")
+        and sys.maxsize > 2**32
+    )
+
+
 def _make_immortal(roots: list[Any]) -> None:
     """Makes everything the zygote holds immortal (PEP 683), where CPython has the layout
     for it, so that a kernel no longer copies a shared page merely by using an object on it.
@@ -126,15 +137,10 @@ def _make_immortal(roots: list[Any]) -> None:
     Immortal objects keep their count as it is, so those pages stay shared.  The zygote's
     objects live as long as it does anyway; a kernel that drops one merely never frees it.
 
-    Only on CPython 3.12 and 3.13 with the GIL (PEP 683's count in the object's first word);
-    elsewhere this does nothing, and kernels copy what they use, as before.
+    Only where ``immortal_objects_supported``; elsewhere this does nothing, and kernels copy
+    what they use, as before.
     """
-    if not (
-        sys.implementation.name == "cpython"
-        and (3, 12) <= sys.version_info[:2] <= (3, 13)
-        and not sysconfig.get_config_var("Py_GIL_DISABLED")
-        and sys.maxsize > 2**32
-    ):
+    if not immortal_objects_supported():
         return
     import ctypes
 
