@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from pathlib import Path
@@ -206,7 +207,10 @@ def test_session_waits_pending_until_capacity_frees(api: Session, new_session: A
         assert time.monotonic() < deadline, "the scheduler never said why the session waits"
         time.sleep(0.1)
     assert info["status"] == "PENDING"
-    assert "cpu: 8 requested, 4 available" in info["statusInfo"]
+    # 32 CPUs, 28 of them taken by `big`; a session another test left ending may hold more.
+    reason = re.search(r"cpu: 8 requested, (\d+) available", info["statusInfo"])
+    assert reason, info["statusInfo"]
+    assert int(reason[1]) <= 4, info["statusInfo"]
     big.destroy()
     deadline = time.monotonic() + 30
     while waiting.get_info()["status"] != "RUNNING":
