@@ -202,9 +202,8 @@ class ConnectBroker:
                 upstream.setblocking(False)
                 try:
                     await asyncio.wait_for(loop.sock_connect(upstream, ("127.0.0.1", port)), 5)
-                except (OSError, TimeoutError) as e:
-                    errno = e.errno if isinstance(e, OSError) else None
-                    reason = os.strerror(errno) if errno else "timed out"
+                except OSError as e:  # TimeoutError, from wait_for, among them
+                    reason = os.strerror(e.errno) if e.errno else "timed out"
                     error = json.dumps({"error": f"port {port}: {reason}"}).encode() + b"\n"
                     await loop.sock_sendall(client, error)
                     return
