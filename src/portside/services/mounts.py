@@ -193,16 +193,33 @@ def check_overlaps(targets: Sequence[tuple[str, str]]) -> None:
                 )
 
 
-def _project(domain: str, group: str, owner: Principal) -> sa.Select[Any]:
-    """The session's project, when the owner may use its folders."""
-    cond = Group.name == group
-    group_id = repo.parse_folder_id(group)
-    if group_id is not None:
-        cond = sa.or_(cond, Group.id == group_id)
-    query = sa.select(Group.id).where(Group.domain_name == domain, cond)
-    if not owner.is_superadmin:
-        query = query.where(Group.id.in_(repo.member_groups(owner.user_id)))
-    return query
+def _mountable(automounted_only: bool) -> Any:
+    """The folders a session's owner may mount: their own, and those of the session's project
+    when they are a member of it (or a superadmin).
+
+    Built once, with the owner and the project as parameters: building this statement and
+    its cache key anew took three quarters of the query's cost, a millisecond and more of every
+    session start.
+    """
+    user_id: sa.BindParameter[uuid.UUID] = sa.bindparam("user_id")
+    project = sa.select(Group.id).where(
+        Group.domain_name == sa.bindparam("domain"),
+        # A project named by its id (None when the name is not an id: then only the name).
+        sa.or_(Group.name == sa.bindparam("group"), Group.id == sa.bindparam("group_id")),
+        sa.or_(
+            sa.bindparam("superadmin", type_=sa.Boolean),
+            Group.id.in_(repo.member_groups(user_id)),
+        ),
+    )
+    conditions = [repo.accessible(user_id, project)]
+    if automounted_only:
+        conditions.append(VFolderRow.name.startswith("."))
+    return repo.folders_query(*conditions)
+
+
+_MOUNTABLE = _mountable(automounted_only=False)
+#: Only the folders mounted without being asked for (names starting with a dot).
+_AUTOMOUNTED = _mountable(automounted_only=True)
 
 
 async def _owner(
@@ -237,11 +254,16 @@ async def resolve_mounts(
     """
     requests = parse_requests(names, mount_map, mount_options)
     owner = await _owner(service, principal, owner_access_key)
-    conditions = [repo.accessible(owner.user_id, _project(domain, group, owner))]
-    if not requests:
-        # Only the automounted ones (names starting with a dot) can matter.
-        conditions.append(VFolderRow.name.startswith("."))
-    folders = await service.db.run(lambda db: repo.list_folders(db, *conditions))
+    params = {
+        "user_id": owner.user_id,
+        "domain": domain,
+        "group": group,
+        "group_id": repo.parse_folder_id(group),
+        "superadmin": owner.is_superadmin,
+    }
+    # Without requests, only the automounted folders can matter.
+    query = _MOUNTABLE if requests else _AUTOMOUNTED
+    folders = await service.db.run(lambda db: repo.fetch_folders(db, query, params))
     by_name: dict[str, FolderRecord] = {}
     for record in folders:
         by_name.setdefault(record.row.name, record)

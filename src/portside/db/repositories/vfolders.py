@@ -39,12 +39,17 @@ def folder_not_found(ref: str) -> ObjectNotFound:
     )
 
 
-def member_groups(user_id: uuid.UUID) -> sa.Select[Any]:
+#: A user id, or a bound parameter standing for one in a statement built once (see
+#: ``services.mounts``).
+UserId = uuid.UUID | sa.BindParameter[Any]
+
+
+def member_groups(user_id: UserId) -> sa.Select[Any]:
     return sa.select(GroupMember.group_id).where(GroupMember.user_id == user_id)
 
 
 def accessible(
-    user_id: uuid.UUID, groups: sa.Select[Any] | Sequence[uuid.UUID] | None = None
+    user_id: UserId, groups: sa.Select[Any] | Sequence[uuid.UUID] | None = None
 ) -> sa.ColumnElement[bool]:
     """The user's own folders, plus those of ``groups`` (default: every project they are in)."""
     group_ids = member_groups(user_id) if groups is None else groups
@@ -73,6 +78,20 @@ def _base() -> Any:
 _PREFERENCE = (sa.case((VFolderRow.ownership_type == "user", 0), else_=1), VFolderRow.name)
 
 
+def folders_query(
+    *conditions: sa.ColumnElement[bool], order_by: Sequence[Any] = _PREFERENCE
+) -> Any:
+    """The folders matching ``conditions``, with their owners' names, in ``order_by``."""
+    return _base().where(*conditions).order_by(*order_by, VFolderRow.id)
+
+
+def fetch_folders(
+    db: Session, query: Any, params: dict[str, Any] | None = None
+) -> list[FolderRecord]:
+    rows = db.execute(query, params).tuples()
+    return [FolderRecord(row, email, group) for row, email, group in rows]
+
+
 def list_folders(
     db: Session,
     *conditions: sa.ColumnElement[bool],
@@ -82,11 +101,10 @@ def list_folders(
 ) -> list[FolderRecord]:
     """Synchronous, for the unit of work a session start runs (``Database.run``); async code
     calls it through ``AsyncSession.run_sync``."""
-    query = _base().where(*conditions).order_by(*order_by, VFolderRow.id).offset(offset)
+    query = folders_query(*conditions, order_by=order_by).offset(offset)
     if limit is not None:
         query = query.limit(limit)
-    rows = db.execute(query).tuples()
-    return [FolderRecord(row, email, group) for row, email, group in rows]
+    return fetch_folders(db, query)
 
 
 async def count_folders(db: AsyncSession, *conditions: sa.ColumnElement[bool]) -> int:
