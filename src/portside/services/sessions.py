@@ -432,12 +432,8 @@ class SessionService:
         return row
 
     def _find_live_by_name(self, db: Session, access_key: str, name: str) -> SessionRow | None:
-        query = sa.select(SessionRow).where(
-            SessionRow.access_key == access_key,
-            SessionRow.name == name,
-            SessionRow.status.not_in(TERMINAL_STATUSES),
-        )
-        return db.execute(query).scalar_one_or_none()
+        params = {"access_key": access_key, "name": name}
+        return db.execute(_LIVE_BY_NAME, params).scalar_one_or_none()
 
     def _reuse_or_refuse(
         self, row: SessionRow, image: Image, req: SessionRequest
@@ -992,42 +988,53 @@ class SessionService:
             return int((await db.execute(query)).scalar_one())
 
 
+# The statements every session start runs, built once: building a statement and its cache key
+# anew on each call cost more than running it (a millisecond for the folders a session mounts,
+# services/mounts.py).
+
+_LIVE_BY_NAME = sa.select(SessionRow).where(
+    SessionRow.access_key == sa.bindparam("access_key"),
+    SessionRow.name == sa.bindparam("name"),
+    SessionRow.status.not_in(TERMINAL_STATUSES),
+)
+#: Only what scheduling needs of the pending sessions: whole rows would decode every JSON
+#: column of each.
+_PENDING = (
+    sa.select(
+        SessionRow.id,
+        SessionRow.access_key,
+        SessionRow.requested_slots,
+        SessionRow.starts_at,
+    )
+    .where(SessionRow.status == "PENDING")
+    .order_by(SessionRow.priority.desc(), SessionRow.created_at)
+)
+_SLOTS_TEXT = sa.cast(SessionRow.occupying_slots, sa.Text)
+#: What the others occupy, grouped by the slots' JSON text: sessions mostly ask for the same
+#: few shapes, so this reads a handful of rows however many sessions run.
+_OCCUPYING = (
+    sa.select(SessionRow.access_key, _SLOTS_TEXT, sa.func.count())
+    .where(SessionRow.status.not_in((*TERMINAL_STATUSES, "PENDING")))
+    .group_by(SessionRow.access_key, _SLOTS_TEXT)
+)
+_POLICIES = sa.select(KeyPairResourcePolicy)
+_KEY_POLICIES = sa.select(KeyPair.access_key, KeyPair.resource_policy).where(
+    KeyPair.access_key.in_(sa.bindparam("access_keys", expanding=True))
+)
+
+
 def _scheduling_state(
     db: Session,
 ) -> tuple[list[Any], list[Any], dict[str, KeyPairResourcePolicy], dict[str, str]]:
     """What a round of scheduling reads: the pending sessions, what the others occupy, and
     the resource policies that apply."""
-    # Only what scheduling needs: whole rows would decode every JSON column of each.
-    pending = list(
-        db.execute(
-            sa.select(
-                SessionRow.id,
-                SessionRow.access_key,
-                SessionRow.requested_slots,
-                SessionRow.starts_at,
-            )
-            .where(SessionRow.status == "PENDING")
-            .order_by(SessionRow.priority.desc(), SessionRow.created_at)
-        ).all()
-    )
+    pending = list(db.execute(_PENDING).all())
     if not pending:
         return [], [], {}, {}
-    # Grouped by the slots' JSON text: sessions mostly ask for the same few shapes, so this
-    # reads a handful of rows however many sessions run.
-    slots_text = sa.cast(SessionRow.occupying_slots, sa.Text)
-    occupying = list(
-        db.execute(
-            sa.select(SessionRow.access_key, slots_text, sa.func.count())
-            .where(SessionRow.status.not_in((*TERMINAL_STATUSES, "PENDING")))
-            .group_by(SessionRow.access_key, slots_text)
-        ).all()
-    )
-    policies = {p.name: p for p in db.execute(sa.select(KeyPairResourcePolicy)).scalars()}
-    key_rows = db.execute(
-        sa.select(KeyPair.access_key, KeyPair.resource_policy).where(
-            KeyPair.access_key.in_({row.access_key for row in pending})
-        )
-    )
+    occupying = list(db.execute(_OCCUPYING).all())
+    policies = {p.name: p for p in db.execute(_POLICIES).scalars()}
+    access_keys = sorted({row.access_key for row in pending})
+    key_rows = db.execute(_KEY_POLICIES, {"access_keys": access_keys})
     return pending, occupying, policies, dict(key_rows.tuples().all())
 
 

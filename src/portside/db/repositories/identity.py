@@ -119,17 +119,23 @@ async def ensure_group(db: AsyncSession, domain_name: str, name: str) -> Group:
     return group
 
 
+#: Built once: every session start runs it (see ``services.mounts._mountable``).
+_GROUP = sa.select(Group).where(
+    Group.domain_name == sa.bindparam("domain"),
+    # By name, or by id when the name is one (``group_id`` None matches nothing).
+    sa.or_(Group.name == sa.bindparam("name"), Group.id == sa.bindparam("group_id")),
+)
+
+
 def get_group(db: Session, domain_name: str, name_or_id: str) -> Group:
     """Synchronous, for the units of work session starts run (``Database.run``); async code
     calls it through ``AsyncSession.run_sync``."""
-    cond = Group.name == name_or_id
     try:
-        cond = sa.or_(cond, Group.id == uuid.UUID(name_or_id))
+        group_id: uuid.UUID | None = uuid.UUID(name_or_id)
     except ValueError:
-        pass
-    group = db.execute(
-        sa.select(Group).where(Group.domain_name == domain_name, cond)
-    ).scalar_one_or_none()
+        group_id = None
+    params = {"domain": domain_name, "name": name_or_id, "group_id": group_id}
+    group = db.execute(_GROUP, params).scalar_one_or_none()
     if group is None:
         raise ObjectNotFound(
             f"project {name_or_id!r} does not exist in domain {domain_name!r}",
