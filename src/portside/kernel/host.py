@@ -289,4 +289,19 @@ def run_kernel(
         configure_inline_support(app.shell, INLINE_BACKEND)  # type: ignore[no-untyped-call]
     # ipykernel's sockets are bound and its control thread runs: the agent may connect.
     ControlServer(workdir, rundir, spec).start(app.control_thread.io_loop.asyncio_loop)
+    announce_ready(rundir)
     app.start()  # type: ignore[no-untyped-call]
+
+
+def announce_ready(rundir: str) -> None:
+    """Tells the agent that every socket of this kernel is bound, through the FIFO it made
+    (``ready``; ``LocalKernel.expect_ready``).  Where nobody reads it any more (an agent that
+    stopped waiting), there is nobody to tell."""
+    try:
+        fd = os.open(os.path.join(rundir, "ready"), os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"ready\n")
+    finally:
+        os.close(fd)

@@ -429,6 +429,7 @@ class LocalAgent:
             if kernel.cgroup and self.cgroups
             else []
         )
+        kernel.expect_ready()
         try:
             reply = await zygote.spawn(
                 {

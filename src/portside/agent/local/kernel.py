@@ -19,9 +19,12 @@ from portside.kernel.linux import process_start_time
 
 from .control_client import ControlClient
 from .jupyter import JupyterConnection
-from .sandbox import KERNEL_RUNDIR, KERNEL_WORKDIR, Holder
+from .sandbox import KERNEL_RUNDIR, KERNEL_WORKDIR, Holder, read_pipe
 
 log = logging.getLogger("portside.agent.kernel")
+
+#: The FIFO in a kernel's run directory through which it says it is up (``expect_ready``).
+READY_FIFO = "ready"
 
 
 @dataclass
@@ -104,6 +107,8 @@ class LocalKernel:
     exit_watch: asyncio.Task[None] | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     _relays: set[asyncio.Task[None]] = field(default_factory=set)
+    #: The read end of the FIFO a starting kernel announces itself through (``expect_ready``).
+    _ready_fd: int | None = None
 
     @property
     def workdir(self) -> Path:
@@ -157,10 +162,38 @@ class LocalKernel:
             json.dumps({"kernel_id": self.kernel_id, "pooled": self.pooled, **self.attach()})
         )
 
+    def expect_ready(self) -> None:
+        """Makes the FIFO through which a kernel about to start says that it is up
+        (``portside.kernel.host``), so that ``connect`` waits for it instead of trying the
+        control socket over and over: a kernel takes tens of milliseconds to bind it, and each
+        try cost the server a failed connection."""
+        path = self.rundir / READY_FIFO
+        path.unlink(missing_ok=True)
+        os.mkfifo(path, 0o600)
+        if self.uid is not None:
+            os.chown(path, self.uid, self.uid)
+        self.close_ready()
+        # Opened now, so the kernel's write finds a reader.  Read and write (Linux allows it on
+        # a FIFO): a reader alone would read end-of-file at once while no writer has it open.
+        self._ready_fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+    def close_ready(self) -> None:
+        if self._ready_fd is not None:
+            os.close(self._ready_fd)
+            self._ready_fd = None
+
+    async def _connect_control(self, control: ControlClient, timeout: float) -> None:
+        if self._ready_fd is not None:
+            try:
+                await asyncio.wait_for(read_pipe(self._ready_fd, to_end=False), timeout)
+            finally:
+                self.close_ready()
+        await control.connect(timeout)
+
     async def connect(self, timeout: float = 60.0) -> None:
         """Connects once the kernel is up; fails at once if it exits before that."""
         self.control = ControlClient(str(self.rundir / "control.sock"))
-        connecting = asyncio.ensure_future(self.control.connect(timeout))
+        connecting = asyncio.ensure_future(self._connect_control(self.control, timeout))
         exited = asyncio.ensure_future(self.exited.wait())
         try:
             await asyncio.wait((connecting, exited), return_when=asyncio.FIRST_COMPLETED)
@@ -174,6 +207,7 @@ class LocalKernel:
         await self.jupyter.start(timeout)
 
     async def disconnect(self) -> None:
+        self.close_ready()
         if self.jupyter is not None:
             await self.jupyter.close()
             self.jupyter = None

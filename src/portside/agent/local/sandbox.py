@@ -167,7 +167,7 @@ def write_identity(base: Path, uid: int | None) -> None:
     (base / "group").write_text(f"root:x:0:\nwork:x:{uid}:\nnogroup:x:65534:\n")
 
 
-async def _read_pipe(fd: int, *, to_end: bool) -> bytes:
+async def read_pipe(fd: int, *, to_end: bool) -> bytes:
     """What arrives on pipe ``fd``: all of it until every writer closed it (``to_end``), or the
     first chunk.
 
@@ -227,8 +227,8 @@ async def start_holder(
     os.close(ready_w)
     try:
         try:
-            info = await _read_pipe(info_r, to_end=True)
-            ready = await _read_pipe(ready_r, to_end=False)
+            info = await read_pipe(info_r, to_end=True)
+            ready = await read_pipe(ready_r, to_end=False)
         finally:
             os.close(info_r)
             os.close(ready_r)
