@@ -501,7 +501,7 @@ class SessionService:
         """
 
         def change(db: Session) -> SessionRow | None:
-            row = db.get(SessionRow, session_id, with_for_update=True)
+            row = db.execute(_FOR_UPDATE, {"id": session_id}).scalar_one_or_none()
             if row is None or (expect is not None and row.status not in expect):
                 return None
             now = utcnow()
@@ -992,6 +992,8 @@ class SessionService:
 # anew on each call cost more than running it (a millisecond for the folders a session mounts,
 # services/mounts.py).
 
+#: A session's row, locked for a status change (where the database locks rows).
+_FOR_UPDATE = sa.select(SessionRow).where(SessionRow.id == sa.bindparam("id")).with_for_update()
 _LIVE_BY_NAME = sa.select(SessionRow).where(
     SessionRow.access_key == sa.bindparam("access_key"),
     SessionRow.name == sa.bindparam("name"),
