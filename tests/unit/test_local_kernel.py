@@ -29,3 +29,25 @@ async def test_a_kernel_that_exits_before_its_control_socket_fails_fast(tmp_path
     with pytest.raises(AgentError, match="exited while it was starting"):
         await kernel.connect(timeout=30)
     assert time.monotonic() - started < 5
+
+
+async def test_a_kernel_that_exits_before_it_announces_itself_fails_fast(tmp_path: Path) -> None:
+    kernel = LocalKernel(
+        kernel_id="0b6d7f38-2b8e-4a55-8f4c-6c0f3e6b2d71",
+        spec=KernelSpec(session_id="s", image="python", resources={}),
+        base=tmp_path / "run-base",
+        scratch=tmp_path / "scratch",
+        uid=None,
+        sandboxed=False,
+        cgroup=None,
+        devices=[],
+    )
+    kernel.rundir.mkdir(parents=True)
+    # A new kernel says it is up through a FIFO; this one never does, and its process ends.
+    kernel.expect_ready()
+    asyncio.get_running_loop().call_later(0.2, kernel.exited.set)
+    started = time.monotonic()
+    with pytest.raises(AgentError, match="exited while it was starting"):
+        await kernel.connect(timeout=30, welcomed=True)
+    assert time.monotonic() - started < 5
+    await kernel.disconnect()
