@@ -7,9 +7,9 @@ kernel's return to ``idle`` have arrived, so no trailing output is lost.
 Messages are built, signed and read by jupyter_client's ``Session``, over ZeroMQ sockets of our
 own.  jupyter_client's ``KernelClient`` around them would add a dozen traitlets objects per
 kernel (the client, its connection info, a channel object per socket), whose construction and
-teardown cost each session start about 1.2 ms of the server's CPU against 0.3 for the sockets
-alone (``docs/decisions.md``); nothing here uses what they add (its polling ``get_*_msg``
-helpers, its heartbeat, its blocking variants).
+teardown cost each session start about 1.2 ms more of the server's CPU than the same sockets
+and ``Session`` alone (``docs/decisions.md``); nothing here uses what they add (its polling
+``get_*_msg`` helpers, its heartbeat, its blocking variants).
 """
 
 from __future__ import annotations

@@ -186,6 +186,8 @@ class LocalKernel:
         if self._ready_fd is not None:
             try:
                 await asyncio.wait_for(read_pipe(self._ready_fd, to_end=False), timeout)
+            except TimeoutError:
+                raise AgentError("the kernel did not say it was up in time") from None
             finally:
                 self.close_ready()
         await control.connect(timeout)
