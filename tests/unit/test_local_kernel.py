@@ -43,6 +43,6 @@ async def test_a_kernel_that_exits_before_it_announces_itself_fails_fast(tmp_pat
     asyncio.get_running_loop().call_later(0.2, kernel.exited.set)
     started = time.monotonic()
     with pytest.raises(AgentError, match="exited while it was starting"):
-        await kernel.connect(timeout=30, welcomed=True)
+        await kernel.connect(timeout=30)
     assert time.monotonic() - started < 5
     await kernel.disconnect()

@@ -173,14 +173,6 @@ def forked_kernel_fits() -> bool:
     )
 
 
-def iopub_welcomes() -> bool:
-    """Whether ipykernel welcomes each IOPub subscriber with an ``iopub_welcome`` message
-    (JEP 65, ipykernel 7), so that a client knows when nothing published can miss it."""
-    from ipykernel.iostream import IOPubThread
-
-    return hasattr(IOPubThread, "_send_welcome_message")
-
-
 def keep_debugpy_out() -> None:
     """Makes ``import debugpy`` fail in the zygote, and so in every kernel, when kernels are
     ForkedKernels (which have no debugger); ipykernel then reports no debugger support."""

@@ -289,10 +289,7 @@ def main() -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     control = socket.socket(fileno=int(sys.argv[1]))
     _preload()
-    from portside.kernel.host import iopub_welcomes
-
-    hello = {"ok": True, "ready": True, "pid": os.getpid(), "welcomes": iopub_welcomes()}
-    control.sendall(json.dumps(hello).encode() + b"\n")
+    control.sendall(json.dumps({"ok": True, "ready": True, "pid": os.getpid()}).encode() + b"\n")
     serve(control)
 
 

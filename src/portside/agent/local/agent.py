@@ -465,7 +465,7 @@ class LocalAgent:
         kernel.exit_watch = asyncio.create_task(self._watch(kernel))
         kernel.save_state()
         try:
-            await kernel.connect(welcomed=zygote.welcomes)
+            await kernel.connect()
         except AgentError as e:
             log_tail = self._log_tail(kernel)
             raise AgentError(f"{e}\n{log_tail}".strip()) from e

@@ -116,7 +116,7 @@ class JupyterConnection:
         self._subscribed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, timeout: float = 30.0, *, welcomed: bool = False) -> None:
+    async def start(self, timeout: float = 30.0) -> None:
         """Connects and waits until the kernel answers on both the shell and IOPub channels.
 
         jupyter_client's own ``wait_for_ready`` polls with fixed 200 ms sleeps, which would
@@ -124,12 +124,6 @@ class JupyterConnection:
         IOPub status both arrive is as safe and takes only as long as the kernel does.  A
         kernel that welcomes our IOPub subscription (ipykernel 7 and later) is ready once it
         has replied: everything it publishes from then on reaches us.
-
-        ``welcomed``: the caller knows that the kernel has bound its sockets and welcomes IOPub
-        subscribers (a new kernel from the zygote, which said so).  Then the welcome alone is
-        enough: what is sent on the shell channel before the kernel reads it waits in its
-        queue, and the ``kernel_info`` exchange, three messages to build, send and decode on
-        each side, is left out of every session start.
         """
         # No heartbeat channel: the agent learns of a kernel's death from its process (pidfd),
         # sooner and for free.  The shell, stdin and control sockets share one identity, which
@@ -144,13 +138,6 @@ class JupyterConnection:
             asyncio.create_task(self._shell_loop()),
             asyncio.create_task(self._stdin_loop()),
         ]
-        if welcomed:
-            try:
-                await asyncio.wait_for(self._subscribed.wait(), timeout)
-            except TimeoutError:
-                await self.close()
-                raise AgentError("the kernel did not answer in time") from None
-            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

@@ -192,13 +192,8 @@ class LocalKernel:
                 self.close_ready()
         await control.connect(timeout)
 
-    async def connect(self, timeout: float = 60.0, *, welcomed: bool = False) -> None:
-        """Connects once the kernel is up; fails at once if it exits before that.
-
-        ``welcomed``: see ``JupyterConnection.start``; only for a kernel that announces itself
-        (``expect_ready``), since the welcome needs its sockets bound.
-        """
-        announced = self._ready_fd is not None
+    async def connect(self, timeout: float = 60.0) -> None:
+        """Connects once the kernel is up; fails at once if it exits before that."""
         self.control = ControlClient(str(self.rundir / "control.sock"))
         connecting = asyncio.ensure_future(self._connect_control(self.control, timeout))
         exited = asyncio.ensure_future(self.exited.wait())
@@ -211,7 +206,7 @@ class LocalKernel:
             raise AgentError("the kernel exited while it was starting")
         connecting.result()
         self.jupyter = JupyterConnection(self.connection(for_kernel=False))
-        await self.jupyter.start(timeout, welcomed=welcomed and announced)
+        await self.jupyter.start(timeout)
 
     async def disconnect(self) -> None:
         self.close_ready()

@@ -29,8 +29,6 @@ class Zygote:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
-        #: Whether its kernels welcome each IOPub subscriber (``JupyterConnection.start``).
-        self.welcomes = False
 
     async def start(self, timeout: float = 120.0) -> None:
         ours, theirs = socket.socketpair()
@@ -50,7 +48,6 @@ class Zygote:
             raise AgentError(f"the zygote for {self.python} did not start in time") from None
         if not hello:
             raise AgentError(f"the zygote for {self.python} exited while starting")
-        self.welcomes = bool(json.loads(hello).get("welcomes"))
         log.info("zygote ready", extra={"python": self.python, "pid": self._process.pid})
 
     async def spawn(self, request: dict[str, Any]) -> dict[str, Any]:
