@@ -29,6 +29,7 @@ import sys
 import sysconfig
 import time
 import traceback
+import types
 from typing import Any, TypedDict
 
 from portside.kernel import linux
@@ -144,19 +145,25 @@ def _make_immortal(roots: list[Any]) -> None:
         return
     import ctypes
 
-    seen: set[int] = set()
     pending = list(roots)
     while pending:
         obj = pending.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
         count = ctypes.c_ssize_t.from_address(id(obj))
-        if count.value < _IMMORTAL_REFCNT:
-            count.value = _IMMORTAL_REFCNT
+        # An immortal object was seen before, or is one of CPython's own, which hold nothing
+        # mortal that the collector does not list.  The count is the mark: a set of ids would
+        # leave as many freed ints behind, scattered free blocks that kernels then allocate
+        # into, each one a copied page.
+        if count.value >= _IMMORTAL_REFCNT:
+            continue
+        count.value = _IMMORTAL_REFCNT
         # Strings, numbers and untracked tuples are not among the collector's objects; they
         # are reached through the containers that hold them.
         pending.extend(gc.get_referents(obj))
+        if type(obj) is types.CodeType:
+            # A code object shows the collector nothing, yet every run of its function counts
+            # references to its constants (``LOAD_CONST``), and logging and tracebacks to its
+            # file's name.
+            pending.extend((obj.co_consts, obj.co_filename))
 
 
 def _write_exit(rundir: str, wait_status: int) -> None:
