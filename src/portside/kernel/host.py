@@ -11,6 +11,7 @@ a kernel nothing.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ from portside.kernel.control import ControlServer
 from portside.kernel.streams import OrderedIOPubThread
 
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+#: What IPython looks for in a profile's start-up directory (``InteractiveShellApp``).
+STARTUP_FILE_PATTERNS = ("*.py", "*.ipy")
 
 #: The IPython shell the zygote built for its kernels (``prepare_shell``), or None.
 _prepared_shell: ZMQInteractiveShell | None = None
@@ -63,6 +66,12 @@ def prepare_shell() -> None:
     extensions: list[str] = IPKernelApp.class_traits()["default_extensions"].default() or []
     for extension in extensions:
         shell.extension_manager.load_extension(extension)  # type: ignore[union-attr]
+    # The patterns a kernel's start and first cell would otherwise each compile for
+    # themselves: the glob for start-up files and the cell transformers' expressions (both go
+    # through caches that the fork shares).
+    for pattern in STARTUP_FILE_PATTERNS:
+        fnmatch.filter((), pattern)
+    shell.transform_cell("print(1)\n")  # type: ignore[no-untyped-call]
     # What ``%reset --aggressive`` keeps: the modules a kernel starts with, all imported by now
     # (``KernelApp.init_code`` leaves this snapshot in place).
     shell._sys_modules_keys = set(sys.modules)
@@ -195,6 +204,24 @@ class KernelApp(IPKernelApp):
         """No configuration files: a kernel's IPython directory is in its sandbox's own new
         ``/tmp``, so the search for them (a dozen paths) would find nothing."""
 
+    def _configure_logging(self) -> None:
+        """The application's logger as traitlets' default configuration leaves it (one handler
+        on stderr, at the application's ``log_level``), but at warning level itself.
+
+        traitlets builds that with ``logging.config.dictConfig``, some forty functions each
+        kernel would run for the first time (every one a copied page of the zygote's), and
+        leaves the logger at DEBUG and filters in the handler: every debug line of the
+        kernel's start and of every message it handles was made into a record and dropped.
+        """
+        logger = logging.getLogger(type(self).__name__)
+        if not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(self._log_formatter_cls(self.log_format, self.log_datefmt))
+            logger.addHandler(handler)
+        logger.handlers[0].setLevel(self.log_level)  # type: ignore[arg-type]
+        logger.setLevel(logging.WARNING)
+        self._logging_configured = True
+
     def init_config_files(self) -> None:
         """Nothing to stage into the profile: no configuration file is read (above)."""
 
@@ -219,6 +246,14 @@ class KernelApp(IPKernelApp):
         self._run_module()  # type: ignore[no-untyped-call]
         sys.stdout.flush()
         sys.stderr.flush()
+
+    def init_extensions(self) -> None:
+        """Loads only what the prepared shell lacks: the zygote loaded the default extensions
+        into it (``prepare_shell``).  Asked again, IPython would first look for each on
+        ``sys.path`` under its short name (``storemagic``): a failed import in every kernel.
+        """
+        if self.shell is not _prepared_shell or self.extensions or self.extra_extensions:
+            super().init_extensions()  # type: ignore[no-untyped-call]
 
     def init_control(self, context: Any) -> None:
         """ipykernel's control channel, with ``MainThreadShell`` for a ``ForkedKernel``.
@@ -280,9 +315,6 @@ def run_kernel(
         json.dump(connection, f)
     app = KernelApp.instance(config=kernel_config(connection_file))
     app.initialize([])  # type: ignore[no-untyped-call]
-    # traitlets leaves the application's logger at DEBUG and filters in its handler, so every
-    # debug line of every message was formatted into a record and thrown away.
-    app.log.setLevel(logging.WARNING)
     if app.shell is not _prepared_shell:
         # Figures appear as images at the end of a cell, as Backend.AI's kernels show them;
         # the zygote already switched matplotlib to the inline backend.
