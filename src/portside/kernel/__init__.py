@@ -3,3 +3,7 @@
 Nothing here imports the server; the kernel process is forked from a zygote that preloads these
 modules together with ipykernel, so a new kernel costs a fork, not an interpreter start.
 """
+
+#: The FIFO in a kernel's run directory through which the kernel tells the agent it is up
+#: (``LocalKernel.expect_ready`` makes it, ``host.announce_ready`` writes to it).
+READY_FIFO = "ready"

@@ -32,6 +32,7 @@ from IPython.paths import get_ipython_dir
 from matplotlib_inline.backend_inline import configure_inline_support
 from traitlets.config import Config
 
+from portside.kernel import READY_FIFO
 from portside.kernel.control import ControlServer
 from portside.kernel.streams import OrderedIOPubThread
 
@@ -327,10 +328,10 @@ def run_kernel(
 
 def announce_ready(rundir: str) -> None:
     """Tells the agent that every socket of this kernel is bound, through the FIFO it made
-    (``ready``; ``LocalKernel.expect_ready``).  Where nobody reads it any more (an agent that
+    (``LocalKernel.expect_ready``).  Where nobody reads it any more (an agent that
     stopped waiting), there is nobody to tell."""
     try:
-        fd = os.open(os.path.join(rundir, "ready"), os.O_WRONLY | os.O_NONBLOCK)
+        fd = os.open(os.path.join(rundir, READY_FIFO), os.O_WRONLY | os.O_NONBLOCK)
     except OSError:
         return
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from portside.agent.base import AgentError, ExecResult, KernelExit, KernelSpec
 from portside.agent.execution import Run, RunQueue
+from portside.kernel import READY_FIFO
 from portside.kernel.linux import process_start_time
 
 from .control_client import ControlClient
@@ -22,9 +23,6 @@ from .jupyter import JupyterConnection
 from .sandbox import KERNEL_RUNDIR, KERNEL_WORKDIR, Holder, read_pipe
 
 log = logging.getLogger("portside.agent.kernel")
-
-#: The FIFO in a kernel's run directory through which it says it is up (``expect_ready``).
-READY_FIFO = "ready"
 
 
 @dataclass
