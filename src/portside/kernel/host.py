@@ -248,6 +248,11 @@ class KernelApp(IPKernelApp):
         sys.stdout.flush()
         sys.stderr.flush()
 
+    def write_connection_file(self, **kwargs: Any) -> None:
+        """Nothing to write: ``run_kernel`` wrote the agent's connection info, which names
+        every socket (IPC paths, no port left for the kernel to pick).  ipykernel would read
+        the file back and compare it with what it has, to find it unchanged."""
+
     def init_extensions(self) -> None:
         """Loads only what the prepared shell lacks: the zygote loaded the default extensions
         into it (``prepare_shell``).  Asked again, IPython would first look for each on
