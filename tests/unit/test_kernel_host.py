@@ -9,4 +9,4 @@ def test_the_installed_ipykernel_gets_the_forked_kernel() -> None:
     # An ipykernel whose constructor differs from ForkedKernel's falls back to its own class,
     # which costs each session start the module walk again: this says when that happens.
     assert forked_kernel_fits()
-    assert kernel_config("/run/kernel.json").IPKernelApp.kernel_class is ForkedKernel
+    assert kernel_config().IPKernelApp.kernel_class is ForkedKernel

@@ -59,7 +59,7 @@ def prepare_shell() -> None:
     global _prepared_shell
     if not forked_kernel_fits():
         return
-    shell = ZMQInteractiveShell.instance(config=kernel_config(""), compiler_class=XCachingCompiler)
+    shell = ZMQInteractiveShell.instance(config=kernel_config(), compiler_class=XCachingCompiler)
     # Figures appear as images at the end of a cell, as Backend.AI's kernels show them.
     configure_inline_support(shell, INLINE_BACKEND)  # type: ignore[no-untyped-call]
     # IPython's own extensions (%store): the kernel's start finds them loaded.  Their state
@@ -77,6 +77,17 @@ def prepare_shell() -> None:
     # (``KernelApp.init_code`` leaves this snapshot in place).
     shell._sys_modules_keys = set(sys.modules)
     _prepared_shell = shell
+
+
+def prepare_app() -> None:
+    """Builds, in the zygote, the application object each forked kernel then initializes.
+
+    Building it is a hundred traits and the configuration loaded into them: 2 ms of each
+    kernel's start when done after the fork.  Nothing in it belongs to a session yet: the
+    kernel gives it its connection file (``run_kernel``), and everything ``initialize``
+    makes (sockets, threads, the kernel object, its session key) is made there.
+    """
+    KernelApp.instance(config=kernel_config())
 
 
 def _adopt_prepared_shell(kernel: ForkedKernel) -> ZMQInteractiveShell | None:
@@ -291,9 +302,10 @@ class KernelApp(IPKernelApp):
         nobody listens: the agent learns of a kernel's death from its process (a pidfd)."""
 
 
-def kernel_config(connection_file: str) -> Config:
+def kernel_config() -> Config:
+    """What every kernel is configured with; its connection file is set on the application
+    itself (``run_kernel``), since the zygote builds the application before any kernel."""
     config = Config()
-    config.IPKernelApp.connection_file = connection_file
     config.IPKernelApp.quiet = True
     config.HistoryManager.enabled = False
     config.IPKernelApp.outstream_class = "portside.kernel.streams.OrderedOutStream"
@@ -319,7 +331,9 @@ def run_kernel(
     connection_file = os.path.join(rundir, "kernel.json")
     with open(connection_file, "w") as f:
         json.dump(connection, f)
-    app = KernelApp.instance(config=kernel_config(connection_file))
+    # The zygote's application (``prepare_app``), or a new one where there is none.
+    app = KernelApp.instance(config=kernel_config())
+    app.connection_file = connection_file
     app.initialize([])  # type: ignore[no-untyped-call]
     if app.shell is not _prepared_shell:
         # Figures appear as images at the end of a cell, as Backend.AI's kernels show them;

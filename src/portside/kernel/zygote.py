@@ -88,7 +88,7 @@ class SpawnRequest(TypedDict):
 def _preload() -> None:
     import importlib
 
-    from portside.kernel.host import INLINE_BACKEND, keep_debugpy_out, prepare_shell
+    from portside.kernel.host import INLINE_BACKEND, keep_debugpy_out, prepare_app, prepare_shell
 
     keep_debugpy_out()
     for name in PRELOAD:
@@ -103,6 +103,7 @@ def _preload() -> None:
 
     Image.preinit()
     prepare_shell()
+    prepare_app()
     # Objects created so far are shared with every kernel; freezing them keeps the garbage
     # collector from touching (and so copying) their pages in each child.
     gc.collect()
