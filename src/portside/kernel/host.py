@@ -331,8 +331,8 @@ def run_kernel(
     connection_file = os.path.join(rundir, "kernel.json")
     with open(connection_file, "w") as f:
         json.dump(connection, f)
-    # The zygote's application (``prepare_app``), or a new one where there is none.
-    app = KernelApp.instance(config=kernel_config())
+    # The application the zygote built before forking this kernel (``prepare_app``).
+    app = KernelApp.instance()
     app.connection_file = connection_file
     app.initialize([])  # type: ignore[no-untyped-call]
     if app.shell is not _prepared_shell:
