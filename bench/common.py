@@ -311,7 +311,7 @@ def descendants(pid: int) -> list[int]:
 class KernelProcs:
     kernel_id: str
     pooled: bool
-    #: pid to role: kernel, monitor, bwrap, holder (the sandbox's ``sleep``), other.
+    #: pid to role: kernel, bwrap, holder (the sandbox's ``sleep``), other.
     roles: dict[int, str] = field(default_factory=dict)
 
 
@@ -319,9 +319,9 @@ def kernel_processes(data_dir: Path, table: ProcessTable | None = None) -> list[
     """Every kernel's processes, from the state files the agent keeps per kernel.
 
     A kernel is its sandbox (two bubblewrap processes and the ``sleep`` holder, children of
-    the server) plus its monitor and the kernel itself (children of the zygote); the kernel
-    lives in the sandbox's pid namespace but is forked outside it, so the two halves are
-    found from the recorded pids, not from one subtree.
+    the server) plus the kernel itself (a child of the zygote); the kernel lives in the
+    sandbox's pid namespace but is forked outside it, so the two halves are found from the
+    recorded pids, not from one subtree.
     """
     table = table or ProcessTable.read()
     found = []
@@ -334,7 +334,7 @@ def kernel_processes(data_dir: Path, table: ProcessTable | None = None) -> list[
             continue
         procs = Processes.from_dict(state["processes"])
         entry = KernelProcs(state["kernel_id"], bool(state.get("pooled")))
-        roots = [procs.monitor_pid]
+        roots = [procs.kernel_pid]
         if procs.holder is not None:
             roots.append(procs.holder.bwrap_pid)
         for root in roots:
@@ -347,8 +347,6 @@ def kernel_processes(data_dir: Path, table: ProcessTable | None = None) -> list[
 def _role(pid: int, name: str, procs: Processes) -> str:
     if pid == procs.kernel_pid:
         return "kernel"
-    if pid == procs.monitor_pid:
-        return "monitor"
     if name == "bwrap":
         return "bwrap"
     if name in ("sleep", "sh"):

@@ -172,6 +172,43 @@ def test_running_sessions_survive_a_server_restart(tmp_path: Path) -> None:
         kill_leftover_kernels(tmp_path)
 
 
+def _parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
+
+
+def _wait_gone(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, f"process {pid} is still there"
+        time.sleep(0.05)
+
+
+def test_a_kernel_that_dies_while_no_server_runs_is_reported_by_the_next(
+    tmp_path: Path,
+) -> None:
+    try:
+        first = running_server(tmp_path, keep_kernels=True)
+        with first as server, Session(config=config_for(server)) as api:
+            compute = api.ComputeSession.get_or_create("python", name="orphan")
+            run(compute, "print(1)")
+            kernel_pid = _kernel_state(server, compute.id, api)["processes"]["kernel_pid"]
+        # The zygote that forked the kernel stays, as its parent, after its server has gone.
+        zygote_pid = _parent_pid(kernel_pid)
+        assert "portside.kernel.zygote" in Path(f"/proc/{zygote_pid}/cmdline").read_text()
+        os.kill(kernel_pid, signal.SIGKILL)
+        _wait_gone(kernel_pid)
+        # It recorded how its last kernel ended, and then left too.
+        _wait_gone(zygote_pid)
+        second = running_server(tmp_path, keep_kernels=True)
+        with second as server, Session(config=config_for(server)) as api:
+            info = api.ComputeSession("orphan").get_info()
+            assert info["status"] == "ERROR"
+            assert info["statusInfo"] == "the kernel process was killed by signal 9 (SIGKILL)"
+    finally:
+        kill_leftover_kernels(tmp_path)
+
+
 @pytest.mark.parametrize("idle_timeout", [2])
 def test_idle_sessions_end_by_their_keypair_policy(tmp_path: Path, idle_timeout: int) -> None:
     import subprocess

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import signal
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
@@ -28,7 +27,6 @@ NAMESPACES = (
     ("mnt", CLONE_NEWNS),
 )
 
-_PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 
 
@@ -55,10 +53,6 @@ def open_namespaces(pid: int) -> list[tuple[int, int]]:
             continue
         fds.append((os.open(theirs, os.O_RDONLY | os.O_CLOEXEC), flag))
     return fds
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    _check(_libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
 
 
 def set_process_name(name: str) -> None:

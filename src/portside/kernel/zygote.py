@@ -5,12 +5,17 @@ and builds the IPython shell every kernel adopts (``host.prepare_shell``); each 
 ``fork()`` whose pages it shares copy-on-write, so a kernel is ready in a fraction of the time
 and costs a fraction of the memory (perf-notes.md).
 
-For each spawn request the zygote forks a *monitor*, which joins the kernel's cgroups and the
-namespaces of its sandbox (a bubblewrap process started by the agent), then forks the kernel
-itself: the kernel is born inside the sandbox's pid namespace, drops to its unprivileged uid and
-runs ipykernel.  The monitor waits for the kernel and records how it ended in ``exit.json``, so
-the agent learns why a kernel died (a signal, an out-of-memory kill) even after a restart of
-the server.
+For each spawn request the zygote forks the kernel itself, straight into the sandbox (a
+bubblewrap process started by the agent): it enters the sandbox's pid namespace for that one
+fork, and the child joins the kernel's cgroups and the sandbox's other namespaces, drops to its
+unprivileged uid and runs ipykernel.  Being every kernel's parent, the zygote records how each
+one ended in ``exit.json`` (a signal, an exit code) before it reaps it, so the agent learns why
+a kernel died; and it outlives its server while any kernel it forked still runs, so that a
+kernel which outlives a restart of the server keeps that record too.
+
+A sandbox with a user namespace of its own (a server that is not root) cannot be entered that
+way: the zygote would have to join that user namespace, and could never leave it.  There a
+*monitor* is forked first, joins the sandbox, forks the kernel and records its end instead.
 
 Protocol, on the socket whose fd is the first argument: one JSON object per line each
 way.  Requests are
@@ -80,6 +85,8 @@ class SpawnRequest(TypedDict):
     #: Paths as the kernel sees them (inside the sandbox when there is one).
     workdir: str
     rundir: str
+    #: The kernel's run directory as the zygote sees it, where its exit record goes.
+    record_dir: str
     env: dict[str, str]
     connection: dict[str, Any]
     spec: dict[str, Any]
@@ -167,25 +174,72 @@ def _make_immortal(roots: list[Any]) -> None:
             pending.extend((obj.co_consts, obj.co_filename))
 
 
-def _write_exit(rundir: str, wait_status: int) -> None:
-    # Formatted and written with plain os calls, as the report in _monitor: every Python
-    # function a forked process runs for the first time copies the zygote's pages it touches.
-    if os.WIFSIGNALED(wait_status):
-        field, value = b"signal", os.WTERMSIG(wait_status)
-    else:
-        field, value = b"exit_code", os.waitstatus_to_exitcode(wait_status)
-    path = os.path.join(rundir, "exit.json")
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+#: Kernels this process forked and has yet to reap: pid to their ``record_dir``.
+_kernels: dict[int, str] = {}
+#: Whether a SIGCHLD must wait (see _reap_children), and whether one did.
+_reaping_held = False
+_reap_pending = False
+
+
+def _record_and_reap(child: os.waitid_result) -> None:
+    """Writes the exit record of ``child`` if it is a kernel, then reaps it.
+
+    Called with ``WNOWAIT``, so the record is on disk before the kernel's pid goes: the agent,
+    which sees the exit through a pidfd, reads the record once the pid is gone.  Formatted and
+    written with plain os calls: every Python function a forked monitor runs for the first time
+    copies the zygote's pages it touches.
+    """
+    record_dir = _kernels.pop(child.si_pid, None)
+    if record_dir is not None:
+        field = b"exit_code" if child.si_code == os.CLD_EXITED else b"signal"
+        path = os.path.join(record_dir, "exit.json")
+        try:
+            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, b'{"at": %f, "%s": %d}' % (time.time(), field, child.si_status))
+            finally:
+                os.close(fd)
+            os.replace(path + ".tmp", path)
+        except OSError:
+            # The session's directories are gone: nobody is left to read the record.
+            pass
+    os.waitpid(child.si_pid, 0)
+
+
+def _reap_children(*_: object) -> None:
+    """SIGCHLD: records and reaps every child that has ended (kernels and monitors).
+
+    Signal handlers run in the main thread between two steps of Python code, this one too, so
+    one that comes while children are reaped or a kernel is forked (before its pid is known,
+    ``_fork_kernel``) is left to the reaping in progress or to the end of the fork.
+    """
+    global _reaping_held, _reap_pending
+    if _reaping_held:
+        _reap_pending = True
+        return
+    _reaping_held = True
     try:
-        os.write(fd, b'{"at": %f, "%s": %d}' % (time.time(), field, value))
+        while True:
+            _reap_pending = False
+            while (
+                child := os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            ) is not None:
+                _record_and_reap(child)
+            if not _reap_pending:
+                return
+    except ChildProcessError:
+        return
     finally:
-        os.close(fd)
-    os.replace(path + ".tmp", path)
+        _reaping_held = False
 
 
 def _become_kernel(req: SpawnRequest) -> None:
     """In the kernel process: limits, identity, stdio, then ipykernel (never returns)."""
-    os.setpgid(0, 0)
+    # A session of its own: the kernel outlives its server, and a Ctrl-C in the server's
+    # terminal is not for it.
+    os.setsid()
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
     for name, (soft, hard) in req["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (soft, hard))
     if req["cpu_affinity"]:
@@ -213,19 +267,67 @@ def _become_kernel(req: SpawnRequest) -> None:
     run_kernel(req["kernel_id"], req["workdir"], req["rundir"], req["connection"], req["spec"])
 
 
-def _monitor(req: SpawnRequest, report_fd: int) -> None:
-    """In the forked child: join the sandbox, fork the kernel, then wait for it to end."""
-    os.setsid()
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+def _join_sandbox(req: SpawnRequest, namespaces: list[tuple[int, int]]) -> None:
+    """In a forked child: the kernel's cgroups, then the sandbox's namespaces, in the order
+    ``linux.NAMESPACES`` gives (their descriptors are closed once joined)."""
     for procs in req["cgroup_procs"]:
         with open(procs, "w") as f:
             f.write(str(os.getpid()))
-    if req["holder_pid"] is not None:
-        for fd, flag in linux.open_namespaces(req["holder_pid"]):
-            linux.setns_fd(fd, flag)
-            os.close(fd)
-    os.chdir(req["workdir"])
+    for fd, flag in namespaces:
+        linux.setns_fd(fd, flag)
+        os.close(fd)
+
+
+def _fork_kernel(req: SpawnRequest, namespaces: list[tuple[int, int]]) -> int:
+    """Forks the kernel into the sandbox whose namespaces are given; returns its pid.
+
+    The pid namespace is entered for this one fork (it applies to children only) and left
+    again; the child joins the others itself.
+    """
+    global _reaping_held
+    pid_namespace = [fd for fd, flag in namespaces if flag == linux.CLONE_NEWPID]
+    others = [(fd, flag) for fd, flag in namespaces if flag != linux.CLONE_NEWPID]
+    # A kernel that ends at once must still find its pid in _kernels.
+    _reaping_held = True
+    try:
+        for fd in pid_namespace:
+            linux.setns_fd(fd, linux.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except OSError:
+            _leave_pid_namespace(pid_namespace)
+            raise
+        if pid == 0:
+            try:
+                _join_sandbox(req, others)
+                # The kernel keeps nothing of the zygote's open files (its control socket).
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+                _become_kernel(req)
+            except BaseException:
+                traceback.print_exc()
+            os._exit(70)
+        _leave_pid_namespace(pid_namespace)
+        _kernels[pid] = req["record_dir"]
+    finally:
+        _reaping_held = False
+    if _reap_pending:
+        _reap_children()
+    return pid
+
+
+def _leave_pid_namespace(entered: list[int]) -> None:
+    if entered:
+        linux.setns_fd(_own_pid_namespace, linux.CLONE_NEWPID)
+
+
+def _monitor(req: SpawnRequest, report_fd: int) -> None:
+    """In a forked child, for a sandbox with its own user namespace: joins the sandbox, forks
+    the kernel, then waits for it to end and records how."""
+    os.setsid()
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    assert req["holder_pid"] is not None
+    _join_sandbox(req, linux.open_namespaces(req["holder_pid"]))
     kernel_pid = os.fork()
     if kernel_pid == 0:
         try:
@@ -234,16 +336,18 @@ def _monitor(req: SpawnRequest, report_fd: int) -> None:
         except BaseException:
             traceback.print_exc()
         os._exit(70)
-    # The monitor's own work is paid for in copied pages of the zygote's (see _write_exit):
-    # its report is formatted by hand, not by the json module.
+    # Formatted by hand, not by the json module (see _record_and_reap).
     os.write(report_fd, b'{"kernel_pid": %d}' % kernel_pid)
     os.close(report_fd)
     linux.set_process_name("ps-monitor")
-    _, status = os.waitpid(kernel_pid, 0)
-    _write_exit(req["rundir"], status)
+    # The monitor sees the run directory where the kernel does.
+    _kernels[kernel_pid] = req["rundir"]
+    ended = os.waitid(os.P_PID, kernel_pid, os.WEXITED | os.WNOWAIT)
+    assert ended is not None  # None only with WNOHANG
+    _record_and_reap(ended)
 
 
-def _spawn(req: SpawnRequest) -> dict[str, Any]:
+def _spawn_via_monitor(req: SpawnRequest) -> dict[str, Any]:
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -270,7 +374,22 @@ def _spawn(req: SpawnRequest) -> dict[str, Any]:
     result = json.loads(data)
     if "error" in result:
         return {"ok": False, "error": result["error"]}
-    return {"ok": True, "monitor_pid": pid, "kernel_pid": result["kernel_pid"]}
+    return {"ok": True, "kernel_pid": result["kernel_pid"]}
+
+
+def _spawn(req: SpawnRequest) -> dict[str, Any]:
+    if req["holder_pid"] is None:
+        return {"ok": True, "kernel_pid": _fork_kernel(req, [])}
+    namespaces = linux.open_namespaces(req["holder_pid"])
+    if any(flag == linux.CLONE_NEWUSER for _, flag in namespaces):
+        for fd, _ in namespaces:
+            os.close(fd)
+        return _spawn_via_monitor(req)
+    try:
+        return {"ok": True, "kernel_pid": _fork_kernel(req, namespaces)}
+    finally:
+        for fd, _ in namespaces:
+            os.close(fd)
 
 
 def serve(control: socket.socket) -> None:
@@ -290,15 +409,42 @@ def serve(control: socket.socket) -> None:
         control.sendall(json.dumps(reply).encode() + b"\n")
 
 
+def outlive_server() -> None:
+    """Once the server has gone: records and reaps the kernels still running, then returns.
+
+    They are sessions the next server re-attaches to; their exit records tell it how they
+    ended.
+    """
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    linux.set_process_name("ps-zygote-left")
+    while True:
+        try:
+            child = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if child is not None:
+            _record_and_reap(child)
+
+
+#: The zygote's own pid namespace, to return to after each fork into a sandbox's.
+_own_pid_namespace = -1
+
+
 def main() -> None:
-    linux.die_with_parent()
+    global _own_pid_namespace
+    _own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     linux.set_process_name("ps-zygote")
-    # Monitors exit when their kernel does; ignoring SIGCHLD reaps them automatically.
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, _reap_children)
     control = socket.socket(fileno=int(sys.argv[1]))
+    # The threads the imports start (numpy's OpenBLAS starts one) inherit SIGCHLD blocked, so
+    # it always comes to the main thread and wakes it from its wait for the next request: a
+    # kernel that ends is reaped, and its record written, at once.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     _preload()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     control.sendall(json.dumps({"ok": True, "ready": True, "pid": os.getpid()}).encode() + b"\n")
     serve(control)
+    outlive_server()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ from .zygote_client import Zygote
 log = logging.getLogger("portside.agent.local")
 
 UID_RANGE = 60000
+#: Seconds an ended kernel's parent has to record how it ended before the agent reads it.
+EXIT_RECORD_WAIT = 5.0
 
 
 def _dir_name(kernel_id: str) -> str:
@@ -217,7 +219,7 @@ class LocalAgent:
                 kernel.exit_watch.cancel()
             await kernel.disconnect()
         for zygote in self.zygotes.values():
-            await zygote.close()
+            await zygote.close(kernels_left=bool(self.kernels))
         # The run root and the parent cgroup go too once no kernel outlives this server: they
         # are outside the data directory, so nobody else would remove them.
         for path in (self.run_root / "uids", self.run_root):
@@ -442,6 +444,7 @@ class LocalAgent:
                     "cpu_affinity": self._affinity(kernel.spec),
                     "workdir": kernel.kernel_workdir,
                     "rundir": kernel.kernel_rundir,
+                    "record_dir": str(kernel.rundir),
                     "env": self._environment(kernel, python),
                     "connection": kernel.connection(for_kernel=True),
                     "spec": {"image": kernel.spec.image},
@@ -455,7 +458,6 @@ class LocalAgent:
                     os.kill(holder.init_pid, signal.SIGKILL)
             raise
         kernel.processes = Processes(
-            monitor_pid=reply["monitor_pid"],
             kernel_pid=reply["kernel_pid"],
             kernel_start=process_start_time(reply["kernel_pid"]),
             holder=holder,
@@ -573,9 +575,10 @@ class LocalAgent:
     # Watching and ending kernels ---------------------------------------------------------
 
     async def _watch(self, kernel: LocalKernel) -> None:
-        assert kernel.processes is not None
+        processes = kernel.processes
+        assert processes is not None
         try:
-            fd = os.pidfd_open(kernel.processes.monitor_pid)
+            fd = os.pidfd_open(processes.kernel_pid)
         except ProcessLookupError:
             fd = None
         if fd is not None:
@@ -587,6 +590,12 @@ class LocalAgent:
             finally:
                 loop.remove_reader(fd)
                 os.close(fd)
+            # The kernel has ended.  Its parent (the zygote) writes its exit record before it
+            # reaps it, which takes it a moment; a parent that is gone left it to init.
+            deadline = loop.time() + EXIT_RECORD_WAIT
+            # Another process reaps it, so there is no event to wait on.
+            while processes.kernel_alive() and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.002)
         kernel.exited.set()
         if kernel.state in ("destroying", "restarting", "dead"):
             return

@@ -29,7 +29,6 @@ log = logging.getLogger("portside.agent.kernel")
 class Processes:
     """The pids of a kernel, with start times so a reused pid is never mistaken for ours."""
 
-    monitor_pid: int
     kernel_pid: int
     kernel_start: int | None = None
     holder: Holder | None = None
@@ -37,7 +36,6 @@ class Processes:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "monitor_pid": self.monitor_pid,
             "kernel_pid": self.kernel_pid,
             "kernel_start": self.kernel_start,
             "bwrap_pid": self.holder.bwrap_pid if self.holder else None,
@@ -51,7 +49,6 @@ class Processes:
         if data.get("init_pid") is not None:
             holder = Holder(data["bwrap_pid"], data["init_pid"])
         return cls(
-            data["monitor_pid"],
             data["kernel_pid"],
             data.get("kernel_start"),
             holder,

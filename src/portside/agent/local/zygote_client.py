@@ -19,6 +19,8 @@ log = logging.getLogger("portside.agent.zygote")
 #: The only variables a zygote (and so every kernel) inherits from the server: nothing that
 #: configures or authenticates the server itself.
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH")
+#: Seconds ``close`` waits for a zygote without kernels to exit (it has nothing left to do).
+CLOSE_WAIT = 1.0
 
 
 class Zygote:
@@ -32,11 +34,14 @@ class Zygote:
 
     async def start(self, timeout: float = 120.0) -> None:
         ours, theirs = socket.socketpair()
+        # A session of its own: the zygote is the parent of kernels that outlive the server,
+        # and a Ctrl-C in the server's terminal is not for it.
         self._process = subprocess.Popen(
             [self.python, "-m", "portside.kernel.zygote", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             env=self.env,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         theirs.close()
         self._reader, self._writer = await asyncio.open_connection(
@@ -51,12 +56,11 @@ class Zygote:
         log.info("zygote ready", extra={"python": self.python, "pid": self._process.pid})
 
     async def spawn(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Asks for a kernel; the reply has the pids of its monitor and of the kernel.
+        """Asks for a kernel; the reply has its pid.
 
         A caller cancelled while the zygote works does not cut the exchange short: its reply
         would be read as the answer to the next request.  The exchange ends in the background
-        and the kernel it started, which nobody will look after, is killed (its monitor then
-        exits).
+        and the kernel it started, which nobody will look after, is killed.
         """
         exchange = asyncio.ensure_future(self._exchange(request))
         try:
@@ -76,12 +80,15 @@ class Zygote:
             await self._writer.drain()
             return await self._reader.readline()
 
-    async def close(self) -> None:
+    async def close(self, *, kernels_left: bool) -> None:
+        """Lets the zygote go.  It exits at once, or, with ``kernels_left`` (sessions left
+        running for the next server), once the last kernel it forked has ended: it is their
+        parent and records how each ends."""
         if self._writer is not None:
             self._writer.close()
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            await asyncio.to_thread(self._process.wait)
+        if self._process is not None and not kernels_left:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self._process.wait, CLOSE_WAIT)
 
 
 def _parse_reply(line: bytes) -> dict[str, Any]:
