@@ -25,7 +25,7 @@ from aiohttp import web
 from portside.services import tokens
 
 from .connect import AppConnector, ConnectError, Endpoint
-from .relay import forward_headers, is_websocket, relay_http, relay_websocket
+from .relay import UpstreamLost, forward_headers, is_websocket, relay_http, relay_websocket
 
 log = logging.getLogger("portside.appproxy")
 
@@ -200,7 +200,8 @@ class Circuit:
         tried: set[str] = set()
         failure = ""
         # A replica that cannot be connected to is skipped and another one tried: nothing was
-        # sent to it yet, so even a POST is safe to send elsewhere.
+        # sent to it yet, so even a POST is safe to send elsewhere.  One that goes away while
+        # answering is skipped too, for a request that may be sent twice.
         while (route := await self.route(tried)) is not None:
             tried.add(route.label)
             self._endpoints[route.label] = route.endpoint
@@ -222,6 +223,14 @@ class Circuit:
                 failure = f"the app is not answering: {e.os_error}"
                 if route.broken is not None:
                     route.broken()
+            except UpstreamLost as e:
+                # The replica went away while answering (it was stopped or killed).  Nothing
+                # reached the client yet, so a request that may be sent again goes to another.
+                failure = f"the app went away while answering: {e}"
+                if route.broken is not None:
+                    route.broken()
+                if not e.resendable:
+                    return problem(502, "Bad Gateway", failure)
             except aiohttp.WSServerHandshakeError as e:
                 return problem(502, "Bad Gateway", f"the app refused the WebSocket: {e.message}")
             finally:

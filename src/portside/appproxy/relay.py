@@ -60,6 +60,19 @@ def forward_headers(
 
 #: Request bodies up to this size, with a Content-Length, are read whole before forwarding.
 SMALL_BODY = 64 * 1024
+#: Methods whose request may be sent again (RFC 9110, 9.2.2): one the app went away from
+#: before answering can go to another replica.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class UpstreamLost(Exception):
+    """The app went away before any of its answer reached the client."""
+
+    def __init__(self, message: str, *, resendable: bool) -> None:
+        super().__init__(message)
+        #: Whether the request can be sent again: an idempotent method, and a body that was
+        #: read whole rather than streamed into the lost connection.
+        self.resendable = resendable
 
 
 class _CoalescedResponse(web.StreamResponse):
@@ -86,23 +99,39 @@ async def relay_http(
             data = await request.read()
         else:
             data = request.content
-    async with client.request(
-        request.method,
-        base_url + request.rel_url.raw_path_qs,
-        headers=headers,
-        data=data,
-        allow_redirects=False,
-    ) as upstream:
-        kind = _CoalescedResponse if "Content-Length" in upstream.headers else web.StreamResponse
-        response = kind(status=upstream.status, reason=upstream.reason)
-        for name, value in upstream.headers.items():
-            if name.lower() not in HOP_BY_HOP:
-                response.headers.add(name, value)
-        await response.prepare(request)
-        async for chunk in upstream.content.iter_any():
-            await response.write(chunk)
-        await response.write_eof()
-        return response
+    started = False
+    try:
+        async with client.request(
+            request.method,
+            base_url + request.rel_url.raw_path_qs,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+        ) as upstream:
+            coalesce = "Content-Length" in upstream.headers
+            # A body of known length begins with the head anyway (_CoalescedResponse), and an
+            # app that dies before sending any of it has still sent the client nothing.
+            first = await upstream.content.readany() if coalesce else b""
+            kind = _CoalescedResponse if coalesce else web.StreamResponse
+            response = kind(status=upstream.status, reason=upstream.reason)
+            for name, value in upstream.headers.items():
+                if name.lower() not in HOP_BY_HOP:
+                    response.headers.add(name, value)
+            started = True
+            await response.prepare(request)
+            if first:
+                await response.write(first)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as e:
+        if started:
+            raise
+        resendable = request.method in IDEMPOTENT_METHODS and not isinstance(
+            data, aiohttp.StreamReader
+        )
+        raise UpstreamLost(str(e) or type(e).__name__, resendable=resendable) from e
 
 
 async def _pump(

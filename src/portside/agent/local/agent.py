@@ -591,9 +591,9 @@ class LocalAgent:
                 loop.remove_reader(fd)
                 os.close(fd)
             # The kernel has ended.  Its parent (the zygote) writes its exit record before it
-            # reaps it, which takes it a moment; a parent that is gone left it to init.
+            # reaps it, a moment later; a parent that is gone left it to init.  Another process
+            # reaps it, so there is no event to wait on but the pid's going.
             deadline = loop.time() + EXIT_RECORD_WAIT
-            # Another process reaps it, so there is no event to wait on.
             while processes.kernel_alive() and loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.002)
         kernel.exited.set()
