@@ -69,7 +69,9 @@ def user_namespace_sandbox(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     try:
         yield init_pid, rundir
     finally:
-        holder.kill()
+        # The sandbox's first process: ending it ends everything in the sandbox (bubblewrap's
+        # own process outside would leave it running).
+        os.kill(init_pid, signal.SIGKILL)
         holder.wait()
 
 
