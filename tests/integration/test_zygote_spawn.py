@@ -4,75 +4,50 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from portside.agent.local import sandbox
+from portside.agent.local.sandbox import KERNEL_RUNDIR, KERNEL_WORKDIR
 from portside.agent.local.zygote_client import Zygote
-
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
 
 
 @pytest.fixture
-def user_namespace_sandbox(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A sandbox with a user namespace of its own, as bubblewrap makes for a server that is not
-    root: the pid of its first process, and its run directory (``/tmp/run`` inside)."""
-    rundir = tmp_path / "run"
+async def user_namespace_sandbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[int, Path]]:
+    """A session's sandbox as the agent builds it, with the user namespace of its own that
+    bubblewrap makes for a server that is not root: the pid of its first process, and its
+    run directory."""
+    build_args = sandbox.bwrap_args
+
+    def with_user_namespace(**kwargs: Any) -> list[str]:
+        args = build_args(**kwargs)
+        return [args[0], "--unshare-user", *args[1:]]
+
+    monkeypatch.setattr(sandbox, "bwrap_args", with_user_namespace)
+    workdir, rundir = tmp_path / "work", tmp_path / "run"
+    workdir.mkdir()
     rundir.mkdir()
-    info_r, info_w = os.pipe()
-    holder = subprocess.Popen(
-        [
-            "bwrap",
-            "--unshare-user",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-net",
-            "--ro-bind",
-            "/",
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
-            "--bind",
-            str(rundir),
-            "/tmp/run",
-            "--info-fd",
-            str(info_w),
-            "sleep",
-            "infinity",
-        ],
-        pass_fds=(info_w,),
+    holder = await sandbox.start_holder(
+        hostname="s-userns",
+        workdir=workdir,
+        rundir=rundir,
+        runtime=sandbox.probe_runtime(sys.executable).paths,
+        mounts=(),
+        cgroup_procs=(),
     )
-    os.close(info_w)
-    with os.fdopen(info_r) as info:
-        init_pid = json.loads(info.read())["child-pid"]
-    # The sandbox is built once its first process (bubblewrap's init) has started ``sleep``.
-    children = Path(f"/proc/{init_pid}/task/{init_pid}/children")
-    deadline = time.monotonic() + 10
-    while not any(
-        Path(f"/proc/{child}/comm").read_text().strip() == "sleep"
-        for child in children.read_text().split()
-    ):
-        assert time.monotonic() < deadline, "the sandbox did not start"
-        time.sleep(0.01)
     try:
-        yield init_pid, rundir
+        yield holder.init_pid, rundir
     finally:
-        # The sandbox's first process: ending it ends everything in the sandbox (bubblewrap's
-        # own process outside would leave it running).
-        os.kill(init_pid, signal.SIGKILL)
-        holder.wait()
+        # Ending the sandbox's first process ends everything in the sandbox.
+        os.kill(holder.init_pid, signal.SIGKILL)
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -95,13 +70,13 @@ async def test_a_sandbox_with_its_own_user_namespace_gets_a_monitor_that_records
             "cgroup_procs": [],
             "rlimits": {},
             "cpu_affinity": None,
-            "workdir": "/tmp",
-            "rundir": "/tmp/run",
+            "workdir": KERNEL_WORKDIR,
+            "rundir": KERNEL_RUNDIR,
             "record_dir": str(rundir),
             "env": {"PATH": os.environ["PATH"]},
             "connection": {
                 "transport": "ipc",
-                "ip": "/tmp/run/kernel",
+                "ip": f"{KERNEL_RUNDIR}/kernel",
                 "shell_port": 1,
                 "iopub_port": 2,
                 "stdin_port": 3,
