@@ -233,13 +233,18 @@ def _reap_children(*_: object) -> None:
         _reaping_held = False
 
 
-def _become_kernel(req: SpawnRequest) -> None:
-    """In the kernel process: limits, identity, stdio, then ipykernel (never returns)."""
-    # A session of its own: the kernel outlives its server, and a Ctrl-C in the server's
-    # terminal is not for it.
+def _leave_zygote() -> None:
+    """In a forked child (a kernel or a monitor): a session of its own, since it outlives the
+    server and a Ctrl-C in the server's terminal is not for it, and the default handling of
+    the signals the zygote catches or ignores."""
     os.setsid()
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def _become_kernel(req: SpawnRequest) -> None:
+    """In the kernel process: limits, identity, stdio, then ipykernel (never returns)."""
+    _leave_zygote()
     for name, (soft, hard) in req["rlimits"].items():
         resource.setrlimit(getattr(resource, name), (soft, hard))
     if req["cpu_affinity"]:
@@ -323,9 +328,7 @@ def _leave_pid_namespace(entered: list[int]) -> None:
 def _monitor(req: SpawnRequest, report_fd: int) -> None:
     """In a forked child, for a sandbox with its own user namespace: joins the sandbox, forks
     the kernel, then waits for it to end and records how."""
-    os.setsid()
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    _leave_zygote()
     assert req["holder_pid"] is not None
     _join_sandbox(req, linux.open_namespaces(req["holder_pid"]))
     kernel_pid = os.fork()
@@ -378,14 +381,11 @@ def _spawn_via_monitor(req: SpawnRequest) -> dict[str, Any]:
 
 
 def _spawn(req: SpawnRequest) -> dict[str, Any]:
-    if req["holder_pid"] is None:
-        return {"ok": True, "kernel_pid": _fork_kernel(req, [])}
-    namespaces = linux.open_namespaces(req["holder_pid"])
-    if any(flag == linux.CLONE_NEWUSER for _, flag in namespaces):
-        for fd, _ in namespaces:
-            os.close(fd)
-        return _spawn_via_monitor(req)
+    holder = req["holder_pid"]
+    namespaces = linux.open_namespaces(holder) if holder is not None else []
     try:
+        if any(flag == linux.CLONE_NEWUSER for _, flag in namespaces):
+            return _spawn_via_monitor(req)
         return {"ok": True, "kernel_pid": _fork_kernel(req, namespaces)}
     finally:
         for fd, _ in namespaces:
