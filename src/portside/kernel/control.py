@@ -17,7 +17,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from portside.kernel import files
+from portside.kernel import files, rehearsal
 from portside.kernel.apps import AppManager, ConnectBroker
 from portside.kernel.batch import BatchRun
 from portside.kernel.pty import PtySession
@@ -74,6 +74,7 @@ class ControlServer:
             "pty_resize": self._pty_resize,
             "pty_close": self._pty_close,
             "logs": self._logs,
+            "functions_run": self._functions_run,
             "app_start": self._app_start,
             "app_stop": self._app_stop,
             "app_list": self._app_list,
@@ -146,6 +147,10 @@ class ControlServer:
         """Gives a pooled kernel its session's environment when it is handed out."""
         os.environ.update(msg.get("env", {}))
         return {}
+
+    async def _functions_run(self, conn: Connection, msg: dict[str, Any]) -> Any:
+        """What a rehearsal kernel recorded (portside.kernel.rehearsal)."""
+        return {"codes": rehearsal.recorded()}
 
     async def _batch(self, conn: Connection, msg: dict[str, Any]) -> Any:
         if self.batch is not None:

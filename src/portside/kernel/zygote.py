@@ -18,8 +18,9 @@ way: the zygote would have to join that user namespace, and could never leave it
 *monitor* is forked first, joins the sandbox, forks the kernel and records its end instead.
 
 Protocol, on the socket whose fd is the first argument: one JSON object per line each
-way.  Requests are
-``{"op": "spawn", ...}`` (see ``SpawnRequest``) and ``{"op": "ping"}``.
+way.  Requests are ``{"op": "spawn", ...}`` (see ``SpawnRequest``), ``{"op": "gather",
+"codes": [...]}`` (the code a rehearsal kernel ran, see portside.kernel.rehearsal) and
+``{"op": "ping"}``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ import sysconfig
 import time
 import traceback
 import types
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
-from portside.kernel import linux
+from portside.kernel import linux, rehearsal
 
 #: Every module a kernel imports while it starts or runs its first cell.  One left out costs
 #: each kernel its import, and its compilation too: the runtime is read-only in the sandbox, so
@@ -90,6 +91,9 @@ class SpawnRequest(TypedDict):
     env: dict[str, str]
     connection: dict[str, Any]
     spec: dict[str, Any]
+    #: The agent's rehearsal kernel, which records the functions it runs
+    #: (portside.kernel.rehearsal).
+    rehearsal: NotRequired[bool]
 
 
 def _preload() -> None:
@@ -267,6 +271,8 @@ def _become_kernel(req: SpawnRequest) -> None:
     os.chdir(req["workdir"])
     os.environ.clear()
     os.environ.update(req["env"])
+    if req.get("rehearsal"):
+        rehearsal.record()
     from portside.kernel.host import run_kernel
 
     run_kernel(req["kernel_id"], req["workdir"], req["rundir"], req["connection"], req["spec"])
@@ -397,15 +403,17 @@ def serve(control: socket.socket) -> None:
     for line in reader:
         request = json.loads(line)
         op = request.pop("op")
-        if op == "spawn":
-            try:
+        try:
+            if op == "spawn":
                 reply = _spawn(request)
-            except Exception as e:
-                reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        elif op == "ping":
-            reply = {"ok": True, "pid": os.getpid()}
-        else:
-            reply = {"ok": False, "error": f"unknown op {op!r}"}
+            elif op == "gather":
+                reply = {"ok": True, **rehearsal.gather(request["codes"], _make_immortal)}
+            elif op == "ping":
+                reply = {"ok": True, "pid": os.getpid()}
+            else:
+                reply = {"ok": False, "error": f"unknown op {op!r}"}
+        except Exception as e:
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
         control.sendall(json.dumps(reply).encode() + b"\n")
 
 

@@ -368,7 +368,9 @@ class LocalAgent:
                     "invalid-state",
                 )
 
-    async def _launch(self, spec: KernelSpec, *, pooled: bool) -> LocalKernel:
+    async def _launch(
+        self, spec: KernelSpec, *, pooled: bool, rehearsal: bool = False
+    ) -> LocalKernel:
         kernel_id = str(uuid.uuid4())
         image = self.images.resolve(spec.image)
         python = image.python
@@ -389,14 +391,22 @@ class LocalAgent:
         )
         self.kernels[kernel_id] = kernel
         try:
-            await self._boot(kernel, zygote, python, first=True)
+            await self._boot(kernel, zygote, python, first=True, rehearsal=rehearsal)
         except BaseException:
             self.kernels.pop(kernel_id, None)
             await self._destroy(kernel)
             raise
         return kernel
 
-    async def _boot(self, kernel: LocalKernel, zygote: Zygote, python: str, *, first: bool) -> None:
+    async def _boot(
+        self,
+        kernel: LocalKernel,
+        zygote: Zygote,
+        python: str,
+        *,
+        first: bool,
+        rehearsal: bool = False,
+    ) -> None:
         if first:
             # The run directory first: a scratch directory without one is an orphan to the
             # start-up of another server on this data directory (_remove_orphans).
@@ -448,6 +458,7 @@ class LocalAgent:
                     "env": self._environment(kernel, python),
                     "connection": kernel.connection(for_kernel=True),
                     "spec": {"image": kernel.spec.image},
+                    "rehearsal": rehearsal,
                 }
             )
         except BaseException:
@@ -528,6 +539,7 @@ class LocalAgent:
         or dies or a boot ends; it never polls.
         """
         template = KernelSpec(session_id="", image=pool.image, resources={})
+        await self._rehearse(pool.python, template)
         limit = len(os.sched_getaffinity(0))
         boots: set[asyncio.Task[None]] = set()
 
@@ -562,6 +574,28 @@ class LocalAgent:
                 task.cancel()
             # A boot that is cancelled removes its half-started kernel (see _launch).
             await asyncio.gather(*boots, return_exceptions=True)
+
+    async def _rehearse(self, python: str, template: KernelSpec) -> None:
+        """Starts a rehearsal kernel, which is handed out and runs a cell as a session's kernel
+        would, recording the functions it runs; the zygote then gathers their code, before it
+        forks the pool's kernels (portside.kernel.rehearsal).
+
+        A rehearsal that fails only leaves kernels as they would be without one.
+        """
+        try:
+            kernel = await self._launch(template, pooled=True, rehearsal=True)
+            try:
+                assert kernel.control is not None
+                await kernel.control.call("activate", env=self._session_environment(kernel))
+                await kernel.execute(None, "query", "print(1)", {}, None)
+                recorded = await kernel.control.call("functions_run")
+            finally:
+                await self.destroy_kernel(kernel.kernel_id)
+            gathered = await self.zygotes[python].gather(recorded["codes"])
+        except Exception:
+            log.warning("the rehearsal kernel of %s failed", python, exc_info=True)
+            return
+        log.info("the zygote gathered the code its kernels run", extra=gathered)
 
     def _info(self, kernel: LocalKernel) -> KernelInfo:
         return KernelInfo(

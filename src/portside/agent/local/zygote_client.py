@@ -62,7 +62,7 @@ class Zygote:
         would be read as the answer to the next request.  The exchange ends in the background
         and the kernel it started, which nobody will look after, is killed.
         """
-        exchange = asyncio.ensure_future(self._exchange(request))
+        exchange = asyncio.ensure_future(self._exchange({"op": "spawn", **request}))
         try:
             line = await asyncio.shield(exchange)
         except asyncio.CancelledError:
@@ -76,9 +76,15 @@ class Zygote:
         async with self._lock:
             if self._process is None or self._process.poll() is not None:
                 raise AgentError("the kernel zygote is not running")
-            self._writer.write(json.dumps({"op": "spawn", **request}).encode() + b"\n")
+            self._writer.write(json.dumps(request).encode() + b"\n")
             await self._writer.drain()
             return await self._reader.readline()
+
+    async def gather(self, codes: list[int]) -> dict[str, Any]:
+        """Has the zygote gather the code a rehearsal kernel ran (portside.kernel.rehearsal);
+        the reply says how many functions moved and over how many pages."""
+        line = await self._exchange({"op": "gather", "codes": codes})
+        return _parse_reply(line, "the zygote could not gather the code")
 
     async def close(self, *, kernels_left: bool) -> None:
         """Lets the zygote go.  It exits at once, or, with ``kernels_left`` (sessions left
@@ -91,12 +97,12 @@ class Zygote:
                 await asyncio.to_thread(self._process.wait, CLOSE_WAIT)
 
 
-def _parse_reply(line: bytes) -> dict[str, Any]:
+def _parse_reply(line: bytes, failure: str = "the kernel could not be started") -> dict[str, Any]:
     if not line:
         raise AgentError("the kernel zygote exited")
     reply: dict[str, Any] = json.loads(line)
     if not reply.get("ok"):
-        raise AgentError(f"the kernel could not be started: {reply.get('error')}")
+        raise AgentError(f"{failure}: {reply.get('error')}")
     return reply
 
 
