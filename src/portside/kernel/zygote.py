@@ -399,22 +399,28 @@ def _spawn(req: SpawnRequest) -> dict[str, Any]:
 
 
 def serve(control: socket.socket) -> None:
+    """Answers the server's requests until it goes: it closed the socket, or it stopped while
+    a request was in hand (then the reply finds no reader, or its unread request resets the
+    connection).  Either way the kernels still need their parent (``outlive_server``)."""
     reader = control.makefile("rb")
-    for line in reader:
-        request = json.loads(line)
-        op = request.pop("op")
-        try:
-            if op == "spawn":
-                reply = _spawn(request)
-            elif op == "gather":
-                reply = {"ok": True, **rehearsal.gather(request["codes"], _make_immortal)}
-            elif op == "ping":
-                reply = {"ok": True, "pid": os.getpid()}
-            else:
-                reply = {"ok": False, "error": f"unknown op {op!r}"}
-        except Exception as e:
-            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-        control.sendall(json.dumps(reply).encode() + b"\n")
+    try:
+        for line in reader:
+            request = json.loads(line)
+            op = request.pop("op")
+            try:
+                if op == "spawn":
+                    reply = _spawn(request)
+                elif op == "gather":
+                    reply = {"ok": True, **rehearsal.gather(request["codes"], _make_immortal)}
+                elif op == "ping":
+                    reply = {"ok": True, "pid": os.getpid()}
+                else:
+                    reply = {"ok": False, "error": f"unknown op {op!r}"}
+            except Exception as e:
+                reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            control.sendall(json.dumps(reply).encode() + b"\n")
+    except OSError:
+        return
 
 
 def outlive_server() -> None:
