@@ -3,10 +3,10 @@
 A kernel forked from the zygote writes into the code object of every function it runs: the
 specializing interpreter keeps its counters and caches in the bytecode.  So each page holding
 such a code object is copied into the kernel, however little of it the kernel uses.  After
-the imports, the code objects of the few hundred functions that a kernel's start and its
-first cell run are scattered over some 650 pages of the zygote, among 19,000 others.
+the imports, the code objects of the 960 functions that a kernel's start and its first cell
+run are scattered over some 600 pages of the zygote, among 19,000 others.
 
-So the agent's first kernel of each zygote is a rehearsal: it records which functions it
+So the agent's first kernel of each runtime's pool is a rehearsal: it records which functions it
 runs (``record``, ``recorded``) while it starts, is handed out and runs ``print(1)``, and
 the zygote then gives those functions copies of their code side by side
 (``gather``): some 200 pages instead.  Kernels forked afterwards copy a quarter fewer pages
