@@ -7,7 +7,11 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from portside.kernel.zygote import _make_immortal, immortal_objects_supported
+from portside.kernel.zygote import (
+    _empty_type_cache,
+    _make_immortal,
+    immortal_objects_supported,
+)
 
 #: A zygote's worth of objects (some 12 MiB: tuples, lists, strings), made immortal or not,
 #: then a forked child that uses each of them once, as a kernel uses the zygote's objects.
@@ -75,3 +79,109 @@ def test_the_constants_of_the_zygotes_functions_are_made_immortal_too() -> None:
         assert all(count >= 2**32 - 1 for count in counts), counts
     else:
         assert all(count < 100 for count in counts), counts
+
+
+#: A class with 2,000 subclasses, all looked up (so each has a version tag), settled or not,
+#: then a forked child that reads the base's annotations and looks something up in each
+#: subclass, as pyzmq does with ``typing.Generic``.  Prints the child's page faults.
+CHILD_CLASS_FAULTS = """
+import gc, os, resource, sys
+from portside.kernel.zygote import _make_immortal, _settle_classes
+
+class Base:
+    pass
+
+subclasses = [type("Sub%d" % i, (Base,), {"value": i}) for i in range(2_000)]
+for cls in subclasses:
+    getattr(cls, "missing", None)
+if sys.argv[1] == "settled":
+    _settle_classes()
+# As in the zygote: using a class then writes nothing of its own.
+_make_immortal([Base, subclasses])
+gc.freeze()
+pid = os.fork()
+if pid == 0:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    getattr(Base, "__annotations__", {})
+    for cls in subclasses:
+        getattr(cls, "missing", None)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    os.write(1, b"%d" % (after - before))
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_reading_a_base_class_annotations_in_a_kernel_rewrites_no_subclass() -> None:
+    # Reading the annotations of a class that has none stores an empty dict in it, which
+    # invalidates the version tag of every subclass: each is written again on its next lookup.
+    runs = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", CHILD_CLASS_FAULTS, mode],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for mode in ("unsettled", "settled")
+    }
+    assert runs["unsettled"] > 100, runs
+    assert runs["settled"] < runs["unsettled"] / 4, runs
+
+
+def test_the_methods_of_static_classes_are_made_immortal() -> None:
+    # The collector does not list CPython's static classes, so only settling reaches their
+    # dicts; a kernel looking ``list.append`` up would otherwise write its count.
+    code = (
+        "import sys; from portside.kernel.zygote import _settle_classes; _settle_classes(); "
+        "print(sys.getrefcount(list.__dict__['append']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    if immortal_objects_supported():
+        assert int(out.stdout) >= 2**32 - 1
+    else:
+        assert int(out.stdout) < 2**32 - 1
+
+
+def test_an_emptied_type_cache_holds_no_name() -> None:
+    # A name made at run time and looked up on a class is held by the interpreter's cache of
+    # class attributes; a kernel that reused the entry would free it, in a shared page.
+    class Looked:
+        pass
+
+    name = "".join(["made_at_", "run_time"])
+    held = sys.getrefcount(name)
+    getattr(Looked, name, None)
+    # Cached twice: looked up on the class's metaclass first, then on the class.
+    assert sys.getrefcount(name) > held
+    _empty_type_cache()
+    assert sys.getrefcount(name) == held
+
+
+#: Frees every other one of 4,000 chunks, then takes the free ones: a later allocation comes
+#: from beyond every chunk there was.  Prints the number taken and whether that held.
+CHILD_HEAP = """
+import ctypes
+from portside.kernel.zygote import _take_free_heap_chunks
+
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_size_t
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_size_t]
+chunks = [libc.malloc(200) for _ in range(4_000)]
+for address in chunks[::2]:
+    libc.free(address)
+taken = _take_free_heap_chunks()
+after = libc.malloc(200)
+print(taken, after > max(chunks))
+"""
+
+
+def test_the_zygote_takes_its_free_heap_chunks_so_kernels_allocate_beyond_them() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD_HEAP], capture_output=True, text=True, check=True
+    )
+    taken, beyond = out.stdout.split()
+    assert int(taken) >= 2_000
+    assert beyond == "True"

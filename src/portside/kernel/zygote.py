@@ -25,6 +25,8 @@ way.  Requests are ``{"op": "spawn", ...}`` (see ``SpawnRequest``), ``{"op": "ga
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -113,6 +115,7 @@ def _preload() -> None:
     from PIL import Image
 
     Image.preinit()
+    _settle_classes()
     prepare_shell()
     prepare_app()
     # Objects created so far are shared with every kernel; freezing them keeps the garbage
@@ -120,6 +123,142 @@ def _preload() -> None:
     gc.collect()
     _make_immortal(gc.get_objects())
     gc.freeze()
+    _ready_to_fork()
+
+
+#: ``Py_TPFLAGS_HEAPTYPE``: a class made by a ``class`` statement (or ``type()``), not by C.
+_HEAPTYPE = 1 << 9
+#: A name no class has: looking it up goes through a class's whole method resolution order.
+_NO_SUCH_NAME = "_portside_no_such_attribute"
+
+
+def _ready_to_fork() -> None:
+    """The zygote's last steps before it forks kernels: after its preparation, and again after
+    each change to what it holds (a rehearsal's gathering)."""
+    _take_free_heap_chunks()
+    _empty_type_cache()
+
+
+#: The most free chunks the zygote takes (see _take_free_heap_chunks); it had some 900.
+TAKEN_CHUNKS_LIMIT = 100_000
+#: Request sizes that take every free chunk: large ones first, then each small size class of
+#: glibc's malloc (16 bytes apart) down to the smallest.
+_CHUNK_REQUESTS = (*(1 << k for k in range(17, 10, -1)), *range(1032, 8, -16))
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _take_free_heap_chunks() -> int:
+    """Takes every free chunk of malloc's heap, so that what a kernel allocates goes to fresh
+    memory at the heap's end instead of into the zygote's pages.
+
+    The zygote's heap is full of chunks freed while it imported and prepared (some 900, half a
+    MiB).  A kernel's ``malloc`` would hand those out first, each in a page the kernel shares
+    with the zygote: a copied page for a few bytes, and more for the headers of the chunk's
+    neighbours.  Taken here, they are never used or freed, and a kernel's allocations fill new
+    pages one after another: a used kernel's private heap fell from 1.7 to 1.1 MiB.  A request
+    that glibc answers from the top of the heap (or with a mapping of its own) is given back,
+    and the next size is tried.  glibc only (``mallinfo2``, 2.33); elsewhere nothing is taken.
+    Returns how many chunks were taken.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        return 0
+    mallinfo2.restype = _MallInfo2
+    libc.sbrk.restype = ctypes.c_size_t
+    libc.sbrk.argtypes = [ctypes.c_ssize_t]
+    libc.malloc.restype = ctypes.c_size_t
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_size_t]
+    # The top chunk runs from here to the program break: what is handed out below it was free.
+    top = libc.sbrk(0) - mallinfo2().keepcost
+    taken = 0
+    for size in _CHUNK_REQUESTS:
+        while taken < TAKEN_CHUNKS_LIMIT:
+            address = libc.malloc(size)
+            if 0 < address < top:
+                taken += 1
+                continue
+            libc.free(address)
+            break
+    return taken
+
+
+def _empty_type_cache() -> None:
+    """Empties the interpreter's cache of class attribute lookups, before kernels are forked.
+
+    Each entry holds a reference to the name it was looked up by, and many of the zygote's
+    names were made at run time (traitlets' ``_<trait>_changed``, matplotlib's ``set_<name>``,
+    pyzmq's option names) and are held by nothing else: a kernel that reuses such an entry
+    frees the name, a write into a page it shares (some 70 copied pages per kernel).  An empty
+    entry holds ``None``, which is immortal; a kernel's first lookups then miss the cache
+    and fill it in pages it copies anyway.
+    """
+    sys._clear_type_cache()
+
+
+def _all_classes() -> list[type]:
+    """Every class alive, CPython's own and C extensions' static ones included: the collector
+    lists only classes made by Python code."""
+    found: list[type] = [object]
+    seen = {id(object)}
+    pending: list[type] = [object]
+    while pending:
+        subclasses: list[type] = type.__subclasses__(pending.pop())
+        for sub in subclasses:
+            if id(sub) not in seen:
+                seen.add(id(sub))
+                found.append(sub)
+                pending.append(sub)
+    return found
+
+
+def _settle_classes() -> None:
+    """Gives every class what a kernel would otherwise write into it, before any fork.
+
+    - ``__annotations__``: a class without annotations of its own gets an empty dict the first
+      time anything reads them (CPython 3.10 to 3.13), and storing it invalidates the version
+      tag of that class and of every subclass, all of which are re-tagged on their next
+      attribute lookup: a write into each of those class objects.  pyzmq reads them on every
+      class of a socket's method resolution order, ``typing.Generic`` among them, whenever an
+      option is set as an attribute: each kernel rewrote some 160 classes (the traitlets trait
+      types and the ``typing`` protocols).  A lookup of a missing name then tags each class
+      again.
+    - Immortal contents for the static classes (``str``, ``dict``, C extensions' types): the
+      collector does not list them, so ``_make_immortal`` never reaches their dicts, and each
+      method a kernel looks up there (``list.append``) had its reference count written.
+
+    Run before the shell is prepared, whose objects then fill the blocks this frees.
+    """
+    classes = _all_classes()
+    for cls in classes:
+        if cls.__flags__ & _HEAPTYPE:
+            with contextlib.suppress(Exception):
+                getattr(cls, "__annotations__", None)
+    for cls in classes:
+        with contextlib.suppress(Exception):
+            getattr(cls, _NO_SUCH_NAME, None)
+    _make_immortal(
+        [gc.get_referents(cls.__dict__) for cls in classes if not cls.__flags__ & _HEAPTYPE]
+    )
 
 
 #: The reference count CPython 3.12 and 3.13 give immortal objects (``_Py_IMMORTAL_REFCNT``
@@ -155,8 +294,6 @@ def _make_immortal(roots: list[Any]) -> None:
     """
     if not immortal_objects_supported():
         return
-    import ctypes
-
     pending = list(roots)
     while pending:
         obj = pending.pop()
@@ -173,9 +310,13 @@ def _make_immortal(roots: list[Any]) -> None:
         pending.extend(gc.get_referents(obj))
         if type(obj) is types.CodeType:
             # A code object shows the collector nothing, yet every run of its function counts
-            # references to its constants (``LOAD_CONST``), and logging and tracebacks to its
-            # file's name.
-            pending.extend((obj.co_consts, obj.co_filename))
+            # references to its constants (``LOAD_CONST``), logging and tracebacks to its
+            # file's and its own names, and the interpreter's cache of class attributes to
+            # the attribute names it looks up (``co_names``): the cache holds a reference to
+            # each name it caches, dropped when another takes its place.
+            pending.extend(
+                (obj.co_consts, obj.co_filename, obj.co_names, obj.co_name, obj.co_qualname)
+            )
 
 
 #: Kernels this process forked and has yet to reap: pid to their ``record_dir``.
@@ -412,6 +553,7 @@ def serve(control: socket.socket) -> None:
                     reply = _spawn(request)
                 elif op == "gather":
                     reply = {"ok": True, **rehearsal.gather(request["codes"], _make_immortal)}
+                    _ready_to_fork()
                 elif op == "ping":
                     reply = {"ok": True, "pid": os.getpid()}
                 else:
