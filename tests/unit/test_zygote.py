@@ -185,3 +185,53 @@ def test_the_zygote_takes_its_free_heap_chunks_so_kernels_allocate_beyond_them()
     taken, beyond = out.stdout.split()
     assert int(taken) >= 2_000
     assert beyond == "True"
+
+
+#: 300 modules with 300 globals each (each module's keys on pages of their own), versioned
+#: or not, then a forked child that runs new code reading a global of each, as a kernel runs
+#: the rehearsal's fresh copies.  Prints the child's page faults.
+CHILD_GLOBALS_FAULTS = """
+import gc, os, resource, sys, types
+from portside.kernel.zygote import _make_immortal, _version_module_globals
+
+modules = []
+for i in range(300):
+    module = types.ModuleType("portside_test_module_%d" % i)
+    module.__dict__.update(("name_%d" % n, n) for n in range(300))
+    sys.modules[module.__name__] = module
+    modules.append(module)
+if sys.argv[1] == "versioned":
+    _version_module_globals()
+_make_immortal([modules])
+gc.freeze()
+source = compile("def read():\\n    return name_7\\n", "<test>", "exec")
+code = next(c for c in source.co_consts if isinstance(c, types.CodeType))
+readers = [types.FunctionType(code.replace(), m.__dict__) for m in modules]
+pid = os.fork()
+if pid == 0:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for read in readers:
+        for _ in range(4):
+            read()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    os.write(1, b"%d" % (after - before))
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_kernel_reading_module_globals_stamps_no_shared_dict() -> None:
+    runs = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", CHILD_GLOBALS_FAULTS, mode],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        for mode in ("unversioned", "versioned")
+    }
+    # Each unversioned module's keys are stamped in the child: a copied page each.
+    assert runs["unversioned"] > 200, runs
+    assert runs["versioned"] < runs["unversioned"] / 3, runs

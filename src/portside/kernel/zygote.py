@@ -135,8 +135,36 @@ _NO_SUCH_NAME = "_portside_no_such_attribute"
 def _ready_to_fork() -> None:
     """The zygote's last steps before it forks kernels: after its preparation, and again after
     each change to what it holds (a rehearsal's gathering)."""
+    _version_module_globals()
     _take_free_heap_chunks()
     _empty_type_cache()
+
+
+#: A function that reads a global, for _version_module_globals.
+_READ_A_GLOBAL = next(
+    const
+    for const in compile("def read():\n    return __name__\n", "<zygote>", "exec").co_consts
+    if isinstance(const, types.CodeType)
+)
+
+
+def _version_module_globals() -> None:
+    """Gives the keys of every module's globals the version a kernel would otherwise write.
+
+    The specializing interpreter, the first time a function reads a global, stamps the keys of
+    the module's dict with a version (to notice later changes), and kernels run fresh code (a
+    rehearsal's gathered copies among it): each stamped the modules it read from, a copied
+    page each (some 45 per kernel).  A function reading a global of each module, run until
+    specialized, stamps them here.  Each gets its own copy of the code, whose counters are
+    fresh.
+    """
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if type(namespace) is not dict or "__name__" not in namespace:
+            continue
+        read = types.FunctionType(_READ_A_GLOBAL.replace(), namespace)
+        for _ in range(4):
+            read()
 
 
 #: The most free chunks the zygote takes (see _take_free_heap_chunks); it had some 900.
