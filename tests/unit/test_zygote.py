@@ -13,6 +13,23 @@ from portside.kernel.zygote import (
     immortal_objects_supported,
 )
 
+
+def in_forked_child(work: str) -> str:
+    """Script lines that fork, run ``work`` (indented code) in the child and print the page
+    faults it took: what a kernel forked from the zygote copies while doing that."""
+    return (
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        + work.strip("\n")
+        + "\n"
+        "    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        '    os.write(1, b"%d" % (after - before))\n'
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+
+
 #: A zygote's worth of objects (some 12 MiB: tuples, lists, strings), made immortal or not,
 #: then a forked child that uses each of them once, as a kernel uses the zygote's objects.
 #: Prints the page faults the child took while doing so.
@@ -24,22 +41,19 @@ data = [("item-%d" % i, [i, str(i) * 3]) for i in range(50_000)]
 if sys.argv[1] == "immortal":
     _make_immortal([data])
 gc.freeze()
-pid = os.fork()
-if pid == 0:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+""" + in_forked_child(
+    """
     total = 0
     for name, pair in data:
         total += len(name) + len(pair[1])
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    os.write(1, b"%d" % (after - before))
-    os._exit(0)
-os.waitpid(pid, 0)
 """
+)
 
 
-def child_faults(mode: str) -> int:
+def child_faults(mode: str, script: str = CHILD_FAULTS) -> int:
+    """The page faults ``script``'s forked child reports, the parent run with ``mode``."""
     out = subprocess.run(
-        [sys.executable, "-c", CHILD_FAULTS, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
     )
     return int(out.stdout)
 
@@ -99,33 +113,19 @@ if sys.argv[1] == "settled":
 # As in the zygote: using a class then writes nothing of its own.
 _make_immortal([Base, subclasses])
 gc.freeze()
-pid = os.fork()
-if pid == 0:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+""" + in_forked_child(
+    """
     getattr(Base, "__annotations__", {})
     for cls in subclasses:
         getattr(cls, "missing", None)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    os.write(1, b"%d" % (after - before))
-    os._exit(0)
-os.waitpid(pid, 0)
 """
+)
 
 
 def test_reading_a_base_class_annotations_in_a_kernel_rewrites_no_subclass() -> None:
     # Reading the annotations of a class that has none stores an empty dict in it, which
     # invalidates the version tag of every subclass: each is written again on its next lookup.
-    runs = {
-        mode: int(
-            subprocess.run(
-                [sys.executable, "-c", CHILD_CLASS_FAULTS, mode],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
-        for mode in ("unsettled", "settled")
-    }
+    runs = {mode: child_faults(mode, CHILD_CLASS_FAULTS) for mode in ("unsettled", "settled")}
     assert runs["unsettled"] > 100, runs
     assert runs["settled"] < runs["unsettled"] / 4, runs
 
@@ -207,31 +207,17 @@ gc.freeze()
 source = compile("def read():\\n    return name_7\\n", "<test>", "exec")
 code = next(c for c in source.co_consts if isinstance(c, types.CodeType))
 readers = [types.FunctionType(code.replace(), m.__dict__) for m in modules]
-pid = os.fork()
-if pid == 0:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+""" + in_forked_child(
+    """
     for read in readers:
         for _ in range(4):
             read()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    os.write(1, b"%d" % (after - before))
-    os._exit(0)
-os.waitpid(pid, 0)
 """
+)
 
 
 def test_a_kernel_reading_module_globals_stamps_no_shared_dict() -> None:
-    runs = {
-        mode: int(
-            subprocess.run(
-                [sys.executable, "-c", CHILD_GLOBALS_FAULTS, mode],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
-        for mode in ("unversioned", "versioned")
-    }
+    runs = {mode: child_faults(mode, CHILD_GLOBALS_FAULTS) for mode in ("unversioned", "versioned")}
     # Each unversioned module's keys are stamped in the child: a copied page each.
     assert runs["unversioned"] > 200, runs
     assert runs["versioned"] < runs["unversioned"] / 3, runs
