@@ -167,8 +167,6 @@ def _version_module_globals() -> None:
             read()
 
 
-#: The most free chunks the zygote takes (see _take_free_heap_chunks); it had some 900.
-TAKEN_CHUNKS_LIMIT = 100_000
 #: Request sizes that take every free chunk: large ones first, then each small size class of
 #: glibc's malloc (16 bytes apart) down to the smallest.
 _CHUNK_REQUESTS = (*(1 << k for k in range(17, 10, -1)), *range(1032, 8, -16))
@@ -203,7 +201,8 @@ def _take_free_heap_chunks() -> int:
     pages one after another: a used kernel's private heap fell from 1.7 to 1.1 MiB.  A request
     that glibc answers from the top of the heap (or with a mapping of its own) is given back,
     and the next size is tried.  glibc only (``mallinfo2``, 2.33); elsewhere nothing is taken.
-    Returns how many chunks were taken.
+    It never takes more bytes than ``mallinfo2`` counted free, whatever another allocator
+    standing in for glibc's might answer.  Returns how many chunks were taken.
     """
     try:
         libc = ctypes.CDLL(None)
@@ -216,14 +215,16 @@ def _take_free_heap_chunks() -> int:
     libc.malloc.restype = ctypes.c_size_t
     libc.malloc.argtypes = [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_size_t]
+    info = mallinfo2()
     # The top chunk runs from here to the program break: what is handed out below it was free.
-    top = libc.sbrk(0) - mallinfo2().keepcost
-    taken = 0
+    top = libc.sbrk(0) - info.keepcost
+    taken = taken_bytes = 0
     for size in _CHUNK_REQUESTS:
-        while taken < TAKEN_CHUNKS_LIMIT:
+        while taken_bytes + size <= info.fordblks:
             address = libc.malloc(size)
             if 0 < address < top:
                 taken += 1
+                taken_bytes += size
                 continue
             libc.free(address)
             break
