@@ -1,4 +1,5 @@
-"""Thin wrappers for the Linux calls the standard library lacks on Python 3.11 (setns, prctl)."""
+"""Thin wrappers for the Linux and C library calls the standard library lacks (setns, prctl,
+and glibc's malloc statistics)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,52 @@ def process_start_time(pid: int) -> int | None:
     # The command name (field 2) may contain spaces and parentheses; fields resume after ")".
     fields = stat[stat.rindex(b")") + 2 :].split()
     return int(fields[19])
+
+
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2``: what its malloc holds, in bytes."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+_libc.sbrk.restype = ctypes.c_size_t
+_libc.sbrk.argtypes = [ctypes.c_ssize_t]
+_libc.malloc.restype = ctypes.c_size_t
+_libc.malloc.argtypes = [ctypes.c_size_t]
+_libc.free.argtypes = [ctypes.c_size_t]
+#: glibc 2.33 and later; None with another C library.
+_mallinfo2 = getattr(_libc, "mallinfo2", None)
+if _mallinfo2 is not None:
+    _mallinfo2.restype = MallInfo2
+
+
+def mallinfo2() -> MallInfo2 | None:
+    """malloc's statistics, or None where the C library is not glibc 2.33 or later."""
+    return _mallinfo2() if _mallinfo2 is not None else None
+
+
+def program_break() -> int:
+    return int(_libc.sbrk(0))
+
+
+def malloc(size: int) -> int:
+    """The address of ``size`` new bytes from the C library's malloc (0 when it has none)."""
+    return int(_libc.malloc(size))
+
+
+def free(address: int) -> None:
+    _libc.free(address)

@@ -172,24 +172,6 @@ def _version_module_globals() -> None:
 _CHUNK_REQUESTS = (*(1 << k for k in range(17, 10, -1)), *range(1032, 8, -16))
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
 def _take_free_heap_chunks() -> int:
     """Takes every free chunk of malloc's heap, so that what a kernel allocates goes to fresh
     memory at the heap's end instead of into the zygote's pages.
@@ -204,29 +186,20 @@ def _take_free_heap_chunks() -> int:
     It never takes more bytes than ``mallinfo2`` counted free, whatever another allocator
     standing in for glibc's might answer.  Returns how many chunks were taken.
     """
-    try:
-        libc = ctypes.CDLL(None)
-        mallinfo2 = libc.mallinfo2
-    except (OSError, AttributeError):
+    info = linux.mallinfo2()
+    if info is None:
         return 0
-    mallinfo2.restype = _MallInfo2
-    libc.sbrk.restype = ctypes.c_size_t
-    libc.sbrk.argtypes = [ctypes.c_ssize_t]
-    libc.malloc.restype = ctypes.c_size_t
-    libc.malloc.argtypes = [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_size_t]
-    info = mallinfo2()
     # The top chunk runs from here to the program break: what is handed out below it was free.
-    top = libc.sbrk(0) - info.keepcost
+    top = linux.program_break() - info.keepcost
     taken = taken_bytes = 0
     for size in _CHUNK_REQUESTS:
         while taken_bytes + size <= info.fordblks:
-            address = libc.malloc(size)
+            address = linux.malloc(size)
             if 0 < address < top:
                 taken += 1
                 taken_bytes += size
                 continue
-            libc.free(address)
+            linux.free(address)
             break
     return taken
 
