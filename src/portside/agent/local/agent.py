@@ -519,8 +519,7 @@ class LocalAgent:
             try:
                 if self.cgroups is not None and kernel.cgroup:
                     self.cgroups.set_limits(kernel.cgroup, self._limits(spec))
-                assert kernel.control is not None
-                await kernel.control.call("activate", env=self._session_environment(kernel))
+                await self._activate(kernel)
             except (AgentError, OSError) as e:
                 log.warning("a pooled kernel could not be activated: %s", e)
                 await self.destroy_kernel(kernel.kernel_id)
@@ -528,6 +527,11 @@ class LocalAgent:
             kernel.save_state()
             return kernel
         return None
+
+    async def _activate(self, kernel: LocalKernel) -> None:
+        """Hands a pooled kernel its session's environment (the control server's ``activate``)."""
+        assert kernel.control is not None
+        await kernel.control.call("activate", env=self._session_environment(kernel))
 
     async def _fill_pool(self, pool: KernelPool) -> None:
         """Keeps ``pool`` at ``pool_size`` ready kernels, for as long as the agent runs.
@@ -585,10 +589,10 @@ class LocalAgent:
         try:
             kernel = await self._launch(template, pooled=True, rehearsal=True)
             try:
-                assert kernel.control is not None
-                await kernel.control.call("activate", env=self._session_environment(kernel))
+                await self._activate(kernel)
                 await kernel.execute(None, "query", "print(1)", {}, None)
-                recorded = await kernel.control.call("functions_run")
+                _, control = kernel.require_running()
+                recorded = await control.call("functions_run")
             finally:
                 await self.destroy_kernel(kernel.kernel_id)
             gathered = await self.zygotes[python].gather(recorded["codes"])
