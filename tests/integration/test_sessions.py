@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from ai.backend.client.exceptions import BackendAPIError
@@ -359,6 +361,28 @@ def test_destroyed_session_gives_404(new_session: Any) -> None:
     with pytest.raises(BackendAPIError) as e:
         compute.get_info()
     assert e.value.status == 404
+
+
+def test_ended_sessions_leave_no_zombie_processes(server: RunningServer, new_session: Any) -> None:
+    # Each sandbox's bubblewrap is a child of the server, which must collect it once the
+    # sandbox has ended, not leave it to whatever process the server starts next.
+    computes = [new_session() for _ in range(2)]
+    for compute in computes:
+        assert run(compute, "print(1)")[0] == "1\n"
+        compute.destroy()
+
+    def zombies() -> list[int]:
+        found = []
+        for child in psutil.Process(server.process.pid).children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    found.append(child.pid)
+        return found
+
+    deadline = time.monotonic() + 5
+    while zombies() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert zombies() == []
 
 
 def test_images_query_lists_the_registry(api: Session) -> None:

@@ -48,6 +48,7 @@ async def user_namespace_sandbox(
     finally:
         # Ending the sandbox's first process ends everything in the sandbox.
         os.kill(holder.init_pid, signal.SIGKILL)
+        await sandbox.reap(holder)
 
 
 def _status(pid: int) -> dict[str, str]:

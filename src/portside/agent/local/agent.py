@@ -42,7 +42,15 @@ from . import resources
 from .cgroups import CgroupDriver, Limits, remove_instance
 from .kernel import LocalKernel, Processes, current_owner, owner_alive
 from .layout import cgroup_instance, prepare_run_root, run_root
-from .sandbox import Runtime, probe_bwrap, probe_runtime, start_holder, write_identity
+from .sandbox import (
+    Holder,
+    Runtime,
+    probe_bwrap,
+    probe_runtime,
+    reap,
+    start_holder,
+    write_identity,
+)
 from .zygote_client import Zygote
 
 log = logging.getLogger("portside.agent.local")
@@ -157,6 +165,10 @@ class LocalAgent:
         self.isolation = "unknown"
         self.on_exit: ExitCallback | None = None
         self.slots: dict[str, Decimal] = {}
+        #: bubblewrap processes this server started (its children, which it must collect once
+        #: their sandboxes end) and the tasks collecting them.
+        self._children: set[int] = set()
+        self._reaping: set[asyncio.Task[None]] = set()
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -218,6 +230,8 @@ class LocalAgent:
             if kernel.exit_watch is not None:
                 kernel.exit_watch.cancel()
             await kernel.disconnect()
+        if self._reaping:
+            await asyncio.wait(self._reaping, timeout=2)
         for zygote in self.zygotes.values():
             await zygote.close(kernels_left=bool(self.kernels))
         # The run root and the parent cgroup go too once no kernel outlives this server: they
@@ -431,6 +445,7 @@ class LocalAgent:
                     mounts=kernel.spec.mounts,
                     cgroup_procs=cgroup_procs,
                 )
+                self._children.add(holder.bwrap_pid)
         else:
             assert kernel.processes is not None
             holder = kernel.processes.holder
@@ -467,6 +482,7 @@ class LocalAgent:
                 # its first process ends everything in it.
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(holder.init_pid, signal.SIGKILL)
+                self._collect(holder)
             raise
         kernel.processes = Processes(
             kernel_pid=reply["kernel_pid"],
@@ -661,6 +677,8 @@ class LocalAgent:
                 # Killing the sandbox's first process ends every process in its pid namespace.
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(processes.holder.init_pid, signal.SIGKILL)
+            if processes.holder is not None:
+                self._collect(processes.holder)
             elif processes.kernel_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(processes.kernel_pid, signal.SIGKILL)
@@ -683,6 +701,14 @@ class LocalAgent:
         await asyncio.to_thread(_remove_dirs, kernel.workdir, kernel.base)
         self._release_uid(kernel.uid)
         kernel.state = "dead"
+
+    def _collect(self, holder: Holder) -> None:
+        """Collects the ending sandbox's bubblewrap, when this server started it."""
+        if holder.bwrap_pid in self._children:
+            self._children.discard(holder.bwrap_pid)
+            task = asyncio.create_task(reap(holder))
+            self._reaping.add(task)
+            task.add_done_callback(self._reaping.discard)
 
     async def destroy_kernel(self, kernel_id: str) -> None:
         kernel = self.kernels.pop(kernel_id, None)

@@ -205,6 +205,7 @@ async def start_holder(
 ) -> Holder:
     info_r, info_w = os.pipe()
     ready_r, ready_w = os.pipe()
+    err_r, err_w = os.pipe()
     args = bwrap_args(
         hostname=hostname,
         workdir=workdir,
@@ -214,17 +215,15 @@ async def start_holder(
         ready_fd=ready_w,
         info_fd=info_w,
     )
-    # A new session: the sandbox must survive the server (and a Ctrl-C in its terminal).
-    process = subprocess.Popen(
-        args,
-        pass_fds=(info_w, ready_w),
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    os.close(info_w)
-    os.close(ready_w)
+    try:
+        bwrap_pid = _spawn(args, keep=(info_w, ready_w), stderr=err_w)
+    except BaseException:
+        for fd in (info_r, ready_r, err_r):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (info_w, ready_w, err_w):
+            os.close(fd)
     try:
         try:
             info = await read_pipe(info_r, to_end=True)
@@ -232,24 +231,85 @@ async def start_holder(
         finally:
             os.close(info_r)
             os.close(ready_r)
-        if not info or ready != b"ready":
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            process.wait()
-            raise AgentError(f"the sandbox did not start: {stderr.strip() or 'bwrap failed'}")
-        if process.stderr is not None:
-            process.stderr.close()
-        init_pid = int(json.loads(info)["child-pid"])
-        for procs in cgroup_procs:
-            # The holder and anything started in the sandbox count against the kernel's limits.
-            Path(procs).write_text(str(init_pid))
+        started = bool(info) and ready == b"ready"
+        if started:
+            init_pid = int(json.loads(info)["child-pid"])
+            for procs in cgroup_procs:
+                # The holder and anything started in the sandbox count against the kernel's
+                # limits.
+                Path(procs).write_text(str(init_pid))
     except BaseException:
         # Nothing records this sandbox yet, so nothing would ever end it: a start that fails
-        # or is cancelled (the agent stopping while it fills its pool) kills it here.  Both
-        # bubblewrap processes and the holder share the process group bubblewrap leads.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        # or is cancelled (the agent stopping while it fills its pool) kills it here.
+        _end(bwrap_pid)
+        os.close(err_r)
         raise
-    return Holder(process.pid, init_pid)
+    if not started:
+        _end(bwrap_pid)
+        try:
+            stderr = (await read_pipe(err_r, to_end=True)).decode(errors="replace")
+        finally:
+            os.close(err_r)
+        raise AgentError(f"the sandbox did not start: {stderr.strip() or 'bwrap failed'}")
+    os.close(err_r)
+    return Holder(bwrap_pid, init_pid)
+
+
+def _spawn(args: list[str], *, keep: Iterable[int], stderr: int) -> int:
+    """Starts bubblewrap in a session of its own (the sandbox must survive the server and a
+    Ctrl-C in its terminal) with ``keep`` open in it; returns its pid.
+
+    Not through ``subprocess.Popen``: a Popen object dropped while its process runs joins a
+    list that every later Popen polls, one ``waitpid`` per live sandbox on each session start.
+    ``reap`` collects bubblewrap instead, once its sandbox has ended.
+    """
+    for fd in keep:
+        os.set_inheritable(fd, True)
+    return os.posix_spawnp(
+        args[0],
+        args,
+        os.environ,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_DUP2, stderr, 2),
+        ],
+        setsid=True,
+        # As Popen leaves them for the programs it starts: the server ignores SIGPIPE.
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+    )
+
+
+def _end(bwrap_pid: int) -> None:
+    """Kills a sandbox that never started: both bubblewrap processes and the holder share the
+    process group bubblewrap leads."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(bwrap_pid, signal.SIGKILL)
+    os.waitpid(bwrap_pid, 0)
+
+
+async def reap(holder: Holder) -> None:
+    """Waits for bubblewrap to end and collects it, so that it stays no zombie.
+
+    Only for a sandbox this process started (after a restart, bubblewrap is another
+    process's child, which that one, or init, collects).  Killing the holder's init ends
+    bubblewrap a moment later.
+    """
+    try:
+        fd = os.pidfd_open(holder.bwrap_pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+    loop.add_reader(fd, ended.set)
+    try:
+        await ended.wait()
+        # It has ended: collecting it cannot block.
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)  # noqa: ASYNC222
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 def probe_bwrap() -> str | None:
