@@ -40,6 +40,9 @@ class CgroupDriver:
         self.version = version
         #: Controller name (or "unified") to the ``portside`` parent directory.
         self.paths = paths
+        #: The limits last written to each kernel's cgroup: a pooled kernel's limits are
+        #: rewritten when a session takes it, and only what changed needs writing.
+        self._written: dict[str, Limits] = {}
 
     @classmethod
     def detect(cls, instance: str) -> CgroupDriver | None:
@@ -83,24 +86,33 @@ class CgroupDriver:
 
     def set_limits(self, name: str, limits: Limits) -> None:
         dirs = self._dirs(name)
+        before = self._written.pop(name, None)
         quota = int(limits.cpu * CPU_PERIOD_US) if limits.cpu else None
         if self.version == "v2":
             d = dirs["unified"]
-            (d / "memory.max").write_text(str(limits.mem) if limits.mem else "max")
-            if (d / "memory.swap.max").exists():
+            if before is None or before.mem != limits.mem:
+                (d / "memory.max").write_text(str(limits.mem) if limits.mem else "max")
+            if before is None and (d / "memory.swap.max").exists():
                 (d / "memory.swap.max").write_text("0")
-            (d / "cpu.max").write_text(f"{quota or 'max'} {CPU_PERIOD_US}")
-            (d / "pids.max").write_text(str(limits.pids))
-            return
-        mem = dirs["memory"]
-        (mem / "memory.limit_in_bytes").write_text(str(limits.mem) if limits.mem else "-1")
-        swap = mem / "memory.memsw.limit_in_bytes"
-        if swap.exists() and limits.mem:
-            swap.write_text(str(limits.mem))
-        cpu = dirs["cpu"]
-        (cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
-        (cpu / "cpu.cfs_quota_us").write_text(str(quota or -1))
-        (dirs["pids"] / "pids.max").write_text(str(limits.pids))
+            if before is None or before.cpu != limits.cpu:
+                (d / "cpu.max").write_text(f"{quota or 'max'} {CPU_PERIOD_US}")
+            if before is None or before.pids != limits.pids:
+                (d / "pids.max").write_text(str(limits.pids))
+        else:
+            if before is None or before.mem != limits.mem:
+                mem = dirs["memory"]
+                (mem / "memory.limit_in_bytes").write_text(str(limits.mem) if limits.mem else "-1")
+                swap = mem / "memory.memsw.limit_in_bytes"
+                if swap.exists() and limits.mem:
+                    swap.write_text(str(limits.mem))
+            cpu = dirs["cpu"]
+            if before is None:
+                (cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            if before is None or before.cpu != limits.cpu:
+                (cpu / "cpu.cfs_quota_us").write_text(str(quota or -1))
+            if before is None or before.pids != limits.pids:
+                (dirs["pids"] / "pids.max").write_text(str(limits.pids))
+        self._written[name] = limits
 
     def oom_killed(self, name: str) -> bool:
         """Whether the kernel's cgroup has had a process killed for lack of memory."""
@@ -130,6 +142,7 @@ class CgroupDriver:
 
     def remove(self, name: str) -> bool:
         """Removes the kernel's cgroup; False while processes are still leaving it."""
+        self._written.pop(name, None)
         removed = True
         for path in self._dirs(name).values():
             try:
