@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -65,8 +66,16 @@ class Processes:
 
 
 def current_owner() -> dict[str, Any]:
+    """This server process, as each kernel's state file names its owner."""
+    pid, start = _this_process()
+    return {"pid": pid, "start": start}
+
+
+@functools.cache
+def _this_process() -> tuple[int, int | None]:
+    # Neither changes while the server runs, and every kernel start read them from /proc.
     pid = os.getpid()
-    return {"pid": pid, "start": process_start_time(pid)}
+    return pid, process_start_time(pid)
 
 
 def owner_alive(owner: dict[str, Any]) -> bool:
