@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -500,33 +500,22 @@ class SessionService:
         the same transaction (a session that is scheduled and at once prepared).
         """
 
-        def change(db: Session) -> SessionRow | None:
-            row = db.execute(_FOR_UPDATE, {"id": session_id}).scalar_one_or_none()
-            if row is None or (expect is not None and row.status not in expect):
-                return None
-            now = utcnow()
-            row.status = status
-            row.status_info = info
-            row.status_changed = now
-            row.status_history = [
-                *row.status_history,
-                *([passed, now.isoformat()] for passed in (*via, status)),
-            ]
-            if status in TERMINAL_STATUSES:
-                row.terminated_at = now
-                row.occupying_slots = {}
-            for key, value in values.items():
-                setattr(row, key, value)
-            return row
+        row = await self.db.run(
+            lambda db: _change_status(db, session_id, status, info, expect, via, values)
+        )
+        if row is not None:
+            await self._announce(row, status, info or "", via)
+        return row
 
-        row = await self.db.run(change)
-        if row is None:
-            return None
-        self.forget_running(session_id)
+    async def _announce(
+        self, row: SessionRow, status: str, reason: str, via: Sequence[str] = ()
+    ) -> None:
+        """Tells everyone listening that ``row`` has just changed to ``status`` (through
+        ``via``)."""
+        self.forget_running(row.id)
         for passed in via:
             await self._publish(row, passed)
-        await self._publish(row, status, info or "")
-        return row
+        await self._publish(row, status, reason)
 
     async def _publish(self, row: SessionRow, status: str, reason: str = "") -> None:
         exit_code = (row.status_data or {}).get("kernel", {}).get("exit_code")
@@ -583,59 +572,44 @@ class SessionService:
                 self._wakeup.set()
 
     async def _schedule_once(self) -> None:
-        pending, occupying, policies, key_policies = await self.db.run(_scheduling_state)
-        if not pending:
-            return
-        usage: dict[str, KeypairUsage] = {}
-        occupied: resources.Slots = {}
-        for access_key, slots_json, count in occupying:
-            slots = resources.scale(resources.from_json(json.loads(slots_json)), count)
-            key_usage = usage.setdefault(access_key, KeypairUsage())
-            key_usage.sessions += count
-            key_usage.occupied = resources.add(key_usage.occupied, slots)
-            occupied = resources.add(occupied, slots)
-        candidates = []
-        now = utcnow()
-        for row in pending:
-            if row.starts_at is not None and row.starts_at > now:
-                continue
-            policy = policies.get(key_policies.get(row.access_key, "default"))
-            candidates.append(
-                Candidate(
-                    str(row.id),
-                    row.access_key,
-                    resources.from_json(row.requested_slots),
-                    _limits(policy),
-                )
-            )
         placer = placer_of(self.agent)
         if placer is not None:
-            await self._schedule_placed(placer, pending, candidates, usage)
+            state = await self.db.run(_scheduling_state)
+            if state.pending:
+                await self._schedule_placed(placer, state)
             return
-        decision = plan(candidates, resources.subtract(self._capacity, occupied), usage)
-        for session_id, reason in decision.waiting.items():
-            await self._set_status_info(uuid.UUID(session_id), reason)
-        for session_id in decision.start:
-            sid = uuid.UUID(session_id)
-            row = await self._transition(
-                sid,
-                "PREPARING",
-                via=("SCHEDULED",),
-                expect=("PENDING",),
-                scheduled_at=utcnow(),
-                occupying_slots=next(r.requested_slots for r in pending if r.id == sid),
-            )
-            if row is not None:
-                active = self._active.setdefault(sid, _Active())
-                active.start_task = asyncio.create_task(self._start_kernel(row))
+        capacity = self._capacity
 
-    async def _schedule_placed(
-        self,
-        placer: Placer,
-        pending: list[sa.Row[tuple[uuid.UUID, str, dict[str, Any], datetime | None]]],
-        candidates: list[Candidate],
-        usage: dict[str, KeypairUsage],
-    ) -> None:
+        def schedule(db: Session) -> list[SessionRow]:
+            # Reading what runs, deciding and marking the chosen sessions PREPARING is one
+            # transaction: one unit of work fewer per session start.
+            state = _scheduling_state(db)
+            if not state.pending:
+                return []
+            decision = plan(
+                state.candidates(utcnow()),
+                resources.subtract(capacity, state.occupied()),
+                state.usage(),
+            )
+            for session_id, reason in decision.waiting.items():
+                _note_waiting(db, uuid.UUID(session_id), reason)
+            started = []
+            for session_id in decision.start:
+                sid = uuid.UUID(session_id)
+                values = {"scheduled_at": utcnow(), "occupying_slots": state.requested(sid)}
+                row = _change_status(
+                    db, sid, "PREPARING", None, ("PENDING",), ("SCHEDULED",), values
+                )
+                if row is not None:
+                    started.append(row)
+            return started
+
+        for row in await self.db.run(schedule):
+            await self._announce(row, "PREPARING", "", via=("SCHEDULED",))
+            active = self._active.setdefault(row.id, _Active())
+            active.start_task = asyncio.create_task(self._start_kernel(row))
+
+    async def _schedule_placed(self, placer: Placer, state: _SchedulingState) -> None:
         """Scheduling when the agent's cluster places sessions (the Ray backend).
 
         Keypair limits are still applied here; capacity is the cluster's business: each
@@ -651,18 +625,19 @@ class SessionService:
             ).scalars()
             wanted = {str(session_id) for session_id in live}
         await placer.release_unwanted(wanted)
+        candidates = state.candidates(utcnow())
         # Every candidate fits in this "capacity": only the keypair limits hold one back.
         unbounded: resources.Slots = {}
         for candidate in candidates:
             unbounded = resources.add(unbounded, candidate.requested)
-        decision = plan(candidates, unbounded, usage)
+        decision = plan(candidates, unbounded, state.usage())
         for session_id, reason in decision.waiting.items():
             await self._set_status_info(uuid.UUID(session_id), reason)
         for session_id in decision.start:
             sid = uuid.UUID(session_id)
-            row = next(r for r in pending if r.id == sid)
+            requested = state.requested(sid)
             waiting = await placer.reserve(
-                session_id, resources.from_json(row.requested_slots), self._wakeup.set
+                session_id, resources.from_json(requested), self._wakeup.set
             )
             if waiting is not None:
                 await self._set_status_info(sid, waiting)
@@ -673,17 +648,14 @@ class SessionService:
                 via=("SCHEDULED",),
                 expect=("PENDING",),
                 scheduled_at=utcnow(),
-                occupying_slots=row.requested_slots,
+                occupying_slots=requested,
             )
             if started is not None:
                 active = self._active.setdefault(sid, _Active())
                 active.start_task = asyncio.create_task(self._start_kernel(started))
 
     async def _set_status_info(self, session_id: uuid.UUID, info: str) -> None:
-        async with self.db() as db, db.begin():
-            row = await db.get(SessionRow, session_id)
-            if row is not None and row.status == "PENDING" and row.status_info != info:
-                row.status_info = info
+        await self.db.run(lambda db: _note_waiting(db, session_id, info))
 
     async def _start_kernel(self, row: SessionRow) -> None:
         """Starts the kernel of a session that has just become PREPARING."""
@@ -1025,19 +997,101 @@ _KEY_POLICIES = sa.select(KeyPair.access_key, KeyPair.resource_policy).where(
 )
 
 
-def _scheduling_state(
-    db: Session,
-) -> tuple[list[Any], list[Any], dict[str, KeyPairResourcePolicy], dict[str, str]]:
+@dataclass
+class _SchedulingState:
     """What a round of scheduling reads: the pending sessions, what the others occupy, and
     the resource policies that apply."""
+
+    pending: list[Any]
+    occupying: list[Any]
+    policies: dict[str, KeyPairResourcePolicy]
+    key_policies: dict[str, str]
+
+    def _occupying_slots(self) -> Iterator[tuple[str, int, resources.Slots]]:
+        for access_key, slots_json, count in self.occupying:
+            yield (
+                access_key,
+                count,
+                resources.scale(resources.from_json(json.loads(slots_json)), count),
+            )
+
+    def usage(self) -> dict[str, KeypairUsage]:
+        usage: dict[str, KeypairUsage] = {}
+        for access_key, count, slots in self._occupying_slots():
+            key_usage = usage.setdefault(access_key, KeypairUsage())
+            key_usage.sessions += count
+            key_usage.occupied = resources.add(key_usage.occupied, slots)
+        return usage
+
+    def occupied(self) -> resources.Slots:
+        occupied: resources.Slots = {}
+        for _, _, slots in self._occupying_slots():
+            occupied = resources.add(occupied, slots)
+        return occupied
+
+    def candidates(self, now: datetime) -> list[Candidate]:
+        """The pending sessions that may start now, in the order they wait."""
+        return [
+            Candidate(
+                str(row.id),
+                row.access_key,
+                resources.from_json(row.requested_slots),
+                _limits(self.policies.get(self.key_policies.get(row.access_key, "default"))),
+            )
+            for row in self.pending
+            if row.starts_at is None or row.starts_at <= now
+        ]
+
+    def requested(self, session_id: uuid.UUID) -> dict[str, Any]:
+        return next(row.requested_slots for row in self.pending if row.id == session_id)
+
+
+def _scheduling_state(db: Session) -> _SchedulingState:
     pending = list(db.execute(_PENDING).all())
     if not pending:
-        return [], [], {}, {}
+        return _SchedulingState([], [], {}, {})
     occupying = list(db.execute(_OCCUPYING).all())
     policies = {p.name: p for p in db.execute(_POLICIES).scalars()}
     access_keys = sorted({row.access_key for row in pending})
     key_rows = db.execute(_KEY_POLICIES, {"access_keys": access_keys})
-    return pending, occupying, policies, dict(key_rows.tuples().all())
+    return _SchedulingState(pending, occupying, policies, dict(key_rows.tuples().all()))
+
+
+def _change_status(
+    db: Session,
+    session_id: uuid.UUID,
+    status: str,
+    info: str | None,
+    expect: Sequence[str] | None,
+    via: Sequence[str],
+    values: dict[str, Any],
+) -> SessionRow | None:
+    """Moves a session to ``status`` in ``db``'s transaction (see ``_transition``); None
+    when it is gone or not in one of the ``expect``ed statuses."""
+    row = db.execute(_FOR_UPDATE, {"id": session_id}).scalar_one_or_none()
+    if row is None or (expect is not None and row.status not in expect):
+        return None
+    now = utcnow()
+    row.status = status
+    row.status_info = info
+    row.status_changed = now
+    row.status_history = [
+        *row.status_history,
+        *([passed, now.isoformat()] for passed in (*via, status)),
+    ]
+    if status in TERMINAL_STATUSES:
+        row.terminated_at = now
+        row.occupying_slots = {}
+    for key, value in values.items():
+        setattr(row, key, value)
+    return row
+
+
+def _note_waiting(db: Session, session_id: uuid.UUID, info: str) -> None:
+    """Why a pending session still waits, where the reason is new."""
+    row = db.get(SessionRow, session_id)
+    if row is not None and row.status == "PENDING" and row.status_info != info:
+        row.status_info = info
 
 
 def _looks_like_uuid(value: str) -> bool:
