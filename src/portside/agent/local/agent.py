@@ -677,11 +677,11 @@ class LocalAgent:
                 # Killing the sandbox's first process ends every process in its pid namespace.
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(processes.holder.init_pid, signal.SIGKILL)
-            if processes.holder is not None:
-                self._collect(processes.holder)
             elif processes.kernel_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(processes.kernel_pid, signal.SIGKILL)
+            if processes.holder is not None:
+                self._collect(processes.holder)
             if self.cgroups and kernel.cgroup:
                 for pid in self.cgroups.pids(kernel.cgroup):
                     with contextlib.suppress(ProcessLookupError):
