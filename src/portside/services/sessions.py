@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -586,10 +586,12 @@ class SessionService:
             state = _scheduling_state(db)
             if not state.pending:
                 return []
+            usage = state.usage()
+            occupied: resources.Slots = {}
+            for key_usage in usage.values():
+                occupied = resources.add(occupied, key_usage.occupied)
             decision = plan(
-                state.candidates(utcnow()),
-                resources.subtract(capacity, state.occupied()),
-                state.usage(),
+                state.candidates(utcnow()), resources.subtract(capacity, occupied), usage
             )
             for session_id, reason in decision.waiting.items():
                 _note_waiting(db, uuid.UUID(session_id), reason)
@@ -1007,27 +1009,15 @@ class _SchedulingState:
     policies: dict[str, KeyPairResourcePolicy]
     key_policies: dict[str, str]
 
-    def _occupying_slots(self) -> Iterator[tuple[str, int, resources.Slots]]:
-        for access_key, slots_json, count in self.occupying:
-            yield (
-                access_key,
-                count,
-                resources.scale(resources.from_json(json.loads(slots_json)), count),
-            )
-
     def usage(self) -> dict[str, KeypairUsage]:
+        """What each keypair's sessions hold."""
         usage: dict[str, KeypairUsage] = {}
-        for access_key, count, slots in self._occupying_slots():
+        for access_key, slots_json, count in self.occupying:
+            slots = resources.scale(resources.from_json(json.loads(slots_json)), count)
             key_usage = usage.setdefault(access_key, KeypairUsage())
             key_usage.sessions += count
             key_usage.occupied = resources.add(key_usage.occupied, slots)
         return usage
-
-    def occupied(self) -> resources.Slots:
-        occupied: resources.Slots = {}
-        for _, _, slots in self._occupying_slots():
-            occupied = resources.add(occupied, slots)
-        return occupied
 
     def candidates(self, now: datetime) -> list[Candidate]:
         """The pending sessions that may start now, in the order they wait."""
