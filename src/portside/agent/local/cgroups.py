@@ -87,30 +87,32 @@ class CgroupDriver:
     def set_limits(self, name: str, limits: Limits) -> None:
         dirs = self._dirs(name)
         before = self._written.pop(name, None)
+        mem_changed = before is None or before.mem != limits.mem
+        cpu_changed = before is None or before.cpu != limits.cpu
+        pids_changed = before is None or before.pids != limits.pids
         quota = int(limits.cpu * CPU_PERIOD_US) if limits.cpu else None
         if self.version == "v2":
             d = dirs["unified"]
-            if before is None or before.mem != limits.mem:
+            if mem_changed:
                 (d / "memory.max").write_text(str(limits.mem) if limits.mem else "max")
             if before is None and (d / "memory.swap.max").exists():
                 (d / "memory.swap.max").write_text("0")
-            if before is None or before.cpu != limits.cpu:
+            if cpu_changed:
                 (d / "cpu.max").write_text(f"{quota or 'max'} {CPU_PERIOD_US}")
-            if before is None or before.pids != limits.pids:
+            if pids_changed:
                 (d / "pids.max").write_text(str(limits.pids))
         else:
-            if before is None or before.mem != limits.mem:
-                mem = dirs["memory"]
+            mem, cpu = dirs["memory"], dirs["cpu"]
+            if mem_changed:
                 (mem / "memory.limit_in_bytes").write_text(str(limits.mem) if limits.mem else "-1")
                 swap = mem / "memory.memsw.limit_in_bytes"
                 if swap.exists() and limits.mem:
                     swap.write_text(str(limits.mem))
-            cpu = dirs["cpu"]
             if before is None:
                 (cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
-            if before is None or before.cpu != limits.cpu:
+            if cpu_changed:
                 (cpu / "cpu.cfs_quota_us").write_text(str(quota or -1))
-            if before is None or before.pids != limits.pids:
+            if pids_changed:
                 (dirs["pids"] / "pids.max").write_text(str(limits.pids))
         self._written[name] = limits
 
