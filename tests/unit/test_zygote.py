@@ -162,18 +162,14 @@ def test_an_emptied_type_cache_holds_no_name() -> None:
 #: Frees every other one of 4,000 chunks, then takes the free ones: a later allocation comes
 #: from beyond every chunk there was.  Prints the number taken and whether that held.
 CHILD_HEAP = """
-import ctypes
+from portside.kernel.linux import free, malloc
 from portside.kernel.zygote import _take_free_heap_chunks
 
-libc = ctypes.CDLL(None)
-libc.malloc.restype = ctypes.c_size_t
-libc.malloc.argtypes = [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_size_t]
-chunks = [libc.malloc(200) for _ in range(4_000)]
+chunks = [malloc(200) for _ in range(4_000)]
 for address in chunks[::2]:
-    libc.free(address)
+    free(address)
 taken = _take_free_heap_chunks()
-after = libc.malloc(200)
+after = malloc(200)
 print(taken, after > max(chunks))
 """
 
