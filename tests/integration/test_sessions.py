@@ -80,6 +80,21 @@ def test_output_written_to_the_descriptors_arrives_with_its_run(new_session: Any
         assert err == "e" * 50000
 
 
+def test_messages_the_server_cannot_read_do_not_stop_a_session(new_session: Any) -> None:
+    # The kernel runs the user's code, which can publish anything on its sockets: something
+    # that is no Jupyter message at all, or a signed one whose parent id is not a string.
+    compute = new_session()
+    code = (
+        "k = get_ipython().kernel\n"
+        "k.iopub_socket.send_multipart([b'not a jupyter message'])\n"
+        "k.session.send(k.iopub_socket, 'status', {'execution_state': 'idle'}, "
+        "parent={'msg_id': []})\n"
+        "print('still answering')"
+    )
+    assert run(compute, code)[0] == "still answering\n"
+    assert run(compute, "print(2)")[0] == "2\n"
+
+
 def test_exit_codes_follow_system_exit(new_session: Any) -> None:
     compute = new_session()
     assert run(compute, "import sys; sys.exit(3)")[3] == 3
