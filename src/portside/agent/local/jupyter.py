@@ -14,7 +14,7 @@ and ``Session`` alone (``docs/decisions.md``); nothing here uses what they add (
 Incoming messages are read where the event loop sees a socket's descriptor become readable,
 all that it holds at once, and decoded without ``Session.deserialize``'s date parsing and
 protocol adaptation (``_decode``): every message of every run passes here, and those two,
-with pyzmq's asyncio layer (a future and a poll per message), were a fifth of the server's CPU
+with pyzmq's asyncio layer (a future and a poll per message), were a quarter of the server's CPU
 per ``print(1)``.
 """
 
