@@ -47,6 +47,7 @@ from .sandbox import (
     Runtime,
     probe_bwrap,
     probe_runtime,
+    process_ended,
     reap,
     start_holder,
     write_identity,
@@ -631,25 +632,14 @@ class LocalAgent:
     async def _watch(self, kernel: LocalKernel) -> None:
         processes = kernel.processes
         assert processes is not None
-        try:
-            fd = os.pidfd_open(processes.kernel_pid)
-        except ProcessLookupError:
-            fd = None
-        if fd is not None:
-            readable = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            loop.add_reader(fd, readable.set)
-            try:
-                await readable.wait()
-            finally:
-                loop.remove_reader(fd)
-                os.close(fd)
-            # The kernel has ended.  Its parent (the zygote) writes its exit record before it
-            # reaps it, a moment later; a parent that is gone left it to init.  Another process
-            # reaps it, so there is no event to wait on but the pid's going.
-            deadline = loop.time() + EXIT_RECORD_WAIT
-            while processes.kernel_alive() and loop.time() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.002)
+        await process_ended(processes.kernel_pid)
+        # The kernel has ended.  Its parent (the zygote) writes its exit record before it reaps
+        # it, a moment later; a parent that is gone left it to init.  Another process reaps it,
+        # so there is no event to wait on but the pid's going.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXIT_RECORD_WAIT
+        while processes.kernel_alive() and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
         kernel.exited.set()
         if kernel.state in ("destroying", "restarting", "dead"):
             return

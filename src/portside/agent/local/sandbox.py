@@ -295,8 +295,17 @@ async def reap(holder: Holder) -> None:
     process's child, which that one, or init, collects).  Killing the holder's init ends
     bubblewrap a moment later.
     """
+    await process_ended(holder.bwrap_pid)
+    # It has ended (or was collected already): collecting it cannot block.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(holder.bwrap_pid, os.WNOHANG)  # noqa: ASYNC222
+
+
+async def process_ended(pid: int) -> None:
+    """Returns once process ``pid`` has ended (at once if it is gone), as the event loop sees
+    its pidfd become readable."""
     try:
-        fd = os.pidfd_open(holder.bwrap_pid)
+        fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
     loop = asyncio.get_running_loop()
@@ -304,9 +313,6 @@ async def reap(holder: Holder) -> None:
     loop.add_reader(fd, ended.set)
     try:
         await ended.wait()
-        # It has ended: collecting it cannot block.
-        with contextlib.suppress(ChildProcessError):
-            os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)  # noqa: ASYNC222
     finally:
         loop.remove_reader(fd)
         os.close(fd)
