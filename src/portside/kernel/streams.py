@@ -123,7 +123,7 @@ class OrderedOutStream(OutStream):
             self._drain_and_flush()
 
     def _pipe_holds_data(self) -> bool:
-        fid = getattr(self, "_fid", None)
+        fid = self._fid
         if fid is None:
             return False
         try:
