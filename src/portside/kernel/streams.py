@@ -60,6 +60,8 @@ class OrderedOutStream(OutStream):
 
     #: Whether a flush handed to the IOPub thread has yet to start.
     _flush_queued = False
+    #: Whether the IOPub thread is moving text from the pipe into the buffers.
+    _draining = False
 
     def _setup_stream_redirects(self, name: str) -> None:
         read_fd, write_fd = os.pipe()
@@ -89,24 +91,28 @@ class OrderedOutStream(OutStream):
         thread's context holds the stream's initial, empty one.
         """
         came = False
-        while self._fid is not None:
-            try:
-                data = os.read(self._fid, PIPE_CHUNK)
-            except BlockingIOError:
-                break
-            if not data or self.pub_thread is None:
-                # Every writer has gone, or the stream was closed.
-                self._io_loop.remove_handler(self._fid)
-                os.close(self._fid)
-                self._fid = None
-                break
-            # The log's copy is a courtesy: a full log must not cost the run its output.
-            with contextlib.suppress(OSError):
-                os.write(self._original_stdstream_copy, data)
-            if text := self._decoder.decode(data):
-                with self._buffer_lock:
-                    self._buffers[frozenset(self._parent_header_global.items())].write(text)
-                came = True
+        self._draining = True
+        try:
+            while self._fid is not None:
+                try:
+                    data = os.read(self._fid, PIPE_CHUNK)
+                except BlockingIOError:
+                    break
+                if not data or self.pub_thread is None:
+                    # Every writer has gone, or the stream was closed.
+                    self._io_loop.remove_handler(self._fid)
+                    os.close(self._fid)
+                    self._fid = None
+                    break
+                # The log's copy is a courtesy: a full log must not cost the run its output.
+                with contextlib.suppress(OSError):
+                    os.write(self._original_stdstream_copy, data)
+                if text := self._decoder.decode(data):
+                    with self._buffer_lock:
+                        self._buffers[frozenset(self._parent_header_global.items())].write(text)
+                    came = True
+        finally:
+            self._draining = False
         return came
 
     def flush(self) -> None:
@@ -116,11 +122,23 @@ class OrderedOutStream(OutStream):
             # Stopped, or a forked child's copy (its parent's IOPub thread reads the pipe).
             self._flush()  # type: ignore[no-untyped-call]
         elif thread.ident != threading.get_ident():
-            if not self._flush_queued and (self._buffers or self._pipe_holds_data()):
+            if not self._flush_queued and self._may_hold_output():
                 self._flush_queued = True
                 pub.schedule(self._drain_and_flush)
         else:
             self._drain_and_flush()
+
+    def _may_hold_output(self) -> bool:
+        """Whether this stream may have something to send, asked from another thread than
+        the IOPub one.
+
+        Text goes from the pipe, through the IOPub thread's hands, into the buffers; looked at
+        in that order, text on its way is seen in one of the three places.  (The other way
+        round, text read from the pipe after the buffers were looked at, but still on its way
+        when the pipe was, was missed: a run's last write to its descriptors arrived after
+        the run had ended.)
+        """
+        return self._pipe_holds_data() or self._draining or bool(self._buffers)
 
     def _pipe_holds_data(self) -> bool:
         fid = self._fid
