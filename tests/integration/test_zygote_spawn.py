@@ -35,7 +35,7 @@ async def user_namespace_sandbox(
     workdir, rundir = tmp_path / "work", tmp_path / "run"
     workdir.mkdir()
     rundir.mkdir()
-    holder = await sandbox.start_holder(
+    holder, bwrap = await sandbox.start_holder(
         hostname="s-userns",
         workdir=workdir,
         rundir=rundir,
@@ -48,7 +48,7 @@ async def user_namespace_sandbox(
     finally:
         # Ending the sandbox's first process ends everything in the sandbox.
         os.kill(holder.init_pid, signal.SIGKILL)
-        await sandbox.reap(holder)
+        await sandbox.reap(bwrap)
 
 
 def _status(pid: int) -> dict[str, str]:

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -168,7 +169,7 @@ class LocalAgent:
         self.slots: dict[str, Decimal] = {}
         #: bubblewrap processes this server started (its children, which it must collect once
         #: their sandboxes end) and the tasks collecting them.
-        self._children: set[int] = set()
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._reaping: set[asyncio.Task[None]] = set()
 
     # Lifecycle ---------------------------------------------------------------------------
@@ -438,7 +439,7 @@ class LocalAgent:
             holder = None
             if kernel.sandboxed:
                 write_identity(kernel.base, kernel.uid)
-                holder = await start_holder(
+                holder, bwrap = await start_holder(
                     hostname=f"s-{kernel.kernel_id[:8]}",
                     workdir=kernel.workdir,
                     rundir=kernel.rundir,
@@ -446,7 +447,7 @@ class LocalAgent:
                     mounts=kernel.spec.mounts,
                     cgroup_procs=cgroup_procs,
                 )
-                self._children.add(holder.bwrap_pid)
+                self._children[holder.bwrap_pid] = bwrap
         else:
             assert kernel.processes is not None
             holder = kernel.processes.holder
@@ -694,9 +695,8 @@ class LocalAgent:
 
     def _collect(self, holder: Holder) -> None:
         """Collects the ending sandbox's bubblewrap, when this server started it."""
-        if holder.bwrap_pid in self._children:
-            self._children.discard(holder.bwrap_pid)
-            task = asyncio.create_task(reap(holder))
+        if (bwrap := self._children.pop(holder.bwrap_pid, None)) is not None:
+            task = asyncio.create_task(reap(bwrap))
             self._reaping.add(task)
             task.add_done_callback(self._reaping.discard)
 

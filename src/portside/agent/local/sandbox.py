@@ -202,7 +202,9 @@ async def start_holder(
     runtime: Iterable[str],
     mounts: Iterable[MountSpec],
     cgroup_procs: Iterable[str],
-) -> Holder:
+) -> tuple[Holder, subprocess.Popen[bytes]]:
+    """Starts a sandbox; returns it and its bubblewrap process, which the caller collects
+    (``reap``) once the sandbox has ended."""
     info_r, info_w = os.pipe()
     ready_r, ready_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -216,7 +218,7 @@ async def start_holder(
         info_fd=info_w,
     )
     try:
-        bwrap_pid = _spawn(args, keep=(info_w, ready_w), stderr=err_w)
+        bwrap = await _spawn(args, keep=(info_w, ready_w), stderr=err_w)
     except BaseException:
         for fd in (info_r, ready_r, err_r):
             os.close(fd)
@@ -241,64 +243,68 @@ async def start_holder(
     except BaseException:
         # Nothing records this sandbox yet, so nothing would ever end it: a start that fails
         # or is cancelled (the agent stopping while it fills its pool) kills it here.
-        _end(bwrap_pid)
+        _end(bwrap)
         os.close(err_r)
         raise
     if not started:
-        _end(bwrap_pid)
+        _end(bwrap)
         try:
             stderr = (await read_pipe(err_r, to_end=True)).decode(errors="replace")
         finally:
             os.close(err_r)
         raise AgentError(f"the sandbox did not start: {stderr.strip() or 'bwrap failed'}")
     os.close(err_r)
-    return Holder(bwrap_pid, init_pid)
+    return Holder(bwrap.pid, init_pid), bwrap
 
 
-def _spawn(args: list[str], *, keep: Iterable[int], stderr: int) -> int:
+async def _spawn(args: list[str], *, keep: tuple[int, ...], stderr: int) -> subprocess.Popen[bytes]:
     """Starts bubblewrap in a session of its own (the sandbox must survive the server and a
-    Ctrl-C in its terminal) with ``keep`` open in it; returns its pid.
+    Ctrl-C in its terminal) with ``keep`` open in it.
 
-    Not through ``subprocess.Popen``: a Popen object dropped while its process runs joins a
-    list that every later Popen polls, one ``waitpid`` per live sandbox on each session start.
-    ``reap`` collects bubblewrap instead, once its sandbox has ended.
+    On a worker thread, and through ``subprocess``, whose ``fork_exec`` lets go of the GIL
+    while the new process is on its way to ``exec`` (Python 3.12 and later):
+    ``os.posix_spawn`` holds it all that time, and on a busy machine the child can wait for a
+    CPU for milliseconds, during which no thread of the server, its event loop included, ran.
+    A start the caller gives up on meanwhile (cancelled) still completes; its sandbox is
+    ended here, since nothing else knows of it.
     """
-    for fd in keep:
-        os.set_inheritable(fd, True)
-    return os.posix_spawnp(
-        args[0],
-        args,
-        os.environ,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_DUP2, stderr, 2),
-        ],
-        setsid=True,
-        # As Popen leaves them for the programs it starts: the server ignores SIGPIPE.
-        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+    spawning = asyncio.ensure_future(
+        asyncio.to_thread(
+            subprocess.Popen,
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            pass_fds=keep,
+            start_new_session=True,
+        )
     )
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            _end(await spawning)
+        raise
 
 
-def _end(bwrap_pid: int) -> None:
+def _end(bwrap: subprocess.Popen[bytes]) -> None:
     """Kills a sandbox that never started: both bubblewrap processes and the holder share the
     process group bubblewrap leads."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(bwrap_pid, signal.SIGKILL)
-    os.waitpid(bwrap_pid, 0)
+        os.killpg(bwrap.pid, signal.SIGKILL)
+    bwrap.wait()
 
 
-async def reap(holder: Holder) -> None:
+async def reap(bwrap: subprocess.Popen[bytes]) -> None:
     """Waits for bubblewrap to end and collects it, so that it stays no zombie.
 
     Only for a sandbox this process started (after a restart, bubblewrap is another
     process's child, which that one, or init, collects).  Killing the holder's init ends
     bubblewrap a moment later.
     """
-    await process_ended(holder.bwrap_pid)
-    # It has ended (or was collected already): collecting it cannot block.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(holder.bwrap_pid, os.WNOHANG)  # noqa: ASYNC222
+    await process_ended(bwrap.pid)
+    # It has ended: collecting it cannot block.
+    bwrap.poll()
 
 
 async def process_ended(pid: int) -> None:
