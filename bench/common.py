@@ -750,6 +750,10 @@ class RawClient:
 # Jupyter Kernel Gateway ------------------------------------------------------------------
 
 
+class KernelGatewayClosed(RuntimeError):
+    """The gateway closed a kernel's WebSocket before the request was answered."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -872,7 +876,7 @@ class KernelGateway:
             while True:
                 frame = await ws.receive()
                 if frame.type != aiohttp.WSMsgType.TEXT:
-                    raise RuntimeError(f"kernel websocket closed: {frame!r}")
+                    raise KernelGatewayClosed(f"kernel websocket closed: {frame!r}")
                 msg = json.loads(frame.data)
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
                     continue

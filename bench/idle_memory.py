@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from bench.common import (
+    KernelGatewayClosed,
     MiB,
     PortsideMemory,
     Row,
@@ -80,6 +81,9 @@ class JkgIdle:
     gateway_pss: int = 0
     per_process: list[int] = field(default_factory=list)
     idle_cpu: float = 0.0
+    #: Kernels whose WebSocket the gateway closed before their print(1) answered; each was
+    #: deleted and replaced by a new one.
+    lost: int = 0
 
 
 def mem_available() -> int:
@@ -164,9 +168,18 @@ async def measure_jkg(args: argparse.Namespace) -> JkgIdle:
 
         async def one() -> None:
             async with semaphore:
-                kernel_id = await gw.create_kernel()
-                async with gw.connect(kernel_id) as ws:
-                    await gw.execute(ws, "print(1)")
+                while True:
+                    kernel_id = await gw.create_kernel()
+                    try:
+                        async with gw.connect(kernel_id) as ws:
+                            await gw.execute(ws, "print(1)")
+                        return
+                    except KernelGatewayClosed as e:
+                        # Now and then the gateway drops a new kernel's WebSocket; one such
+                        # kernel must not end the whole run.
+                        result.lost += 1
+                        log(f"kernel gateway: {e}; replacing the kernel")
+                        await gw.delete_kernel(kernel_id)
 
         await asyncio.gather(*(one() for _ in range(args.idle_jkg_kernels)))
         everything = [gateway_pid, *gw.kernel_pids()]
@@ -268,7 +281,8 @@ def notes(args: argparse.Namespace, ps: PortsideIdle, jkg: JkgIdle) -> list[str]
         f"{ps.server_fds} open files, {ps.server_idle_cpu * 100:.1f}% of a core busy; "
         f"all session processes together {ps.sessions_idle_cpu * 100:.1f}% of a core",
         f"Kernel Gateway with {jkg.kernels} idle kernels: gateway and kernels "
-        f"{jkg.idle_cpu * 100:.1f}% of a core",
+        f"{jkg.idle_cpu * 100:.1f}% of a core"
+        + (f" ({jkg.lost} lost their WebSocket while starting, replaced)" if jkg.lost else ""),
         f"MemAvailable fell {ps.mem_available_drop / n / MiB:.1f} MiB per session (whole "
         f"machine, including whatever else ran meanwhile)",
         f"Kernel Gateway: {jkg.kernels} kernels, PSS {jkg.kernel_pss / k / MiB:.1f} "
