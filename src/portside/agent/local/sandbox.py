@@ -303,7 +303,7 @@ async def reap(bwrap: subprocess.Popen[bytes]) -> None:
     bubblewrap a moment later.
     """
     await process_ended(bwrap.pid)
-    # It has ended: collecting it cannot block.
+    # It has ended, so this collects it.
     bwrap.poll()
 
 
