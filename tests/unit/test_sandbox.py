@@ -8,6 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import psutil
 import pytest
 
 from portside.agent.base import AgentError, MountSpec
@@ -15,13 +16,8 @@ from portside.agent.local.sandbox import Holder, reap, start_holder
 
 
 def children() -> set[int]:
-    """The child processes of this test's process (every thread's), ended but uncollected
-    ones included."""
-    found: set[int] = set()
-    for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            found.update(int(pid) for pid in f.read().split())
-    return found
+    """The child processes of this test's process, ended but uncollected ones included."""
+    return {child.pid for child in psutil.Process().children()}
 
 
 async def start(
