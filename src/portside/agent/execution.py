@@ -74,26 +74,27 @@ class Run:
         phase: Control | None = None
         loop = asyncio.get_running_loop()
         deadline = None if flush_timeout is None else loop.time() + flush_timeout
-        while True:
-            try:
-                if deadline is None:
+        try:
+            # One deadline for the whole slice; a record the deadline interrupts the wait for
+            # stays queued for the next slice (``Queue.get`` takes nothing when cancelled).
+            async with asyncio.timeout_at(deadline):
+                while True:
                     record = await self.records.get()
-                else:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    record = await asyncio.wait_for(self.records.get(), remaining)
-            except TimeoutError:
-                break
-            if isinstance(record, Control):
-                if record.status in PHASE_STATUSES:
-                    phase = record
-                    continue
-                if record.status == "waiting-input":
-                    options = record.options if self.mode == "query" else {}
-                    return ExecResult(self.run_id, "waiting-input", None, options or {}, console)
-                return ExecResult(self.run_id, record.status, record.exit_code, None, console)
-            append_console(console, record[0], record[1])
+                    if isinstance(record, Control):
+                        if record.status in PHASE_STATUSES:
+                            phase = record
+                            continue
+                        if record.status == "waiting-input":
+                            options = record.options if self.mode == "query" else {}
+                            return ExecResult(
+                                self.run_id, "waiting-input", None, options or {}, console
+                            )
+                        return ExecResult(
+                            self.run_id, record.status, record.exit_code, None, console
+                        )
+                    append_console(console, record[0], record[1])
+        except TimeoutError:
+            pass
         if phase is not None:
             return ExecResult(self.run_id, phase.status, phase.exit_code, None, console)
         return ExecResult(self.run_id, "continued", None, None, console)

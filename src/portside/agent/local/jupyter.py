@@ -35,6 +35,7 @@ from jupyter_client.session import Session
 
 from portside.agent.base import AgentError
 from portside.agent.execution import Run
+from portside.zmqio import readable, recv_multipart_nowait, send_multipart
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +191,8 @@ class JupyterConnection:
         return socket
 
     def _send(self, socket: zmq.Socket[bytes], msg_type: str, content: dict[str, Any]) -> str:
-        message = self.session.send(socket, msg_type, content)
-        assert message is not None
+        message = self.session.msg(msg_type, content)
+        send_multipart(socket, self.session.serialize(message))
         assert self._loop is not None
         if socket in self._handlers:
             # ZeroMQ's descriptor signals only changes, and a send may take in the change that
@@ -234,8 +235,8 @@ class JupyterConnection:
         reading: the kernel runs the user's code, which can send anything.
         """
         handler = self._handlers.get(socket)
-        while handler is not None and cast(int, socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            parts = socket.recv_multipart(zmq.NOBLOCK)
+        while handler is not None and readable(socket):
+            parts = recv_multipart_nowait(socket)
             try:
                 handler(self._decode(parts))
             except (ValueError, LookupError, TypeError, AttributeError) as e:
@@ -250,10 +251,11 @@ class JupyterConnection:
         raw = cast(list[bytes], self.session.feed_identities(parts)[1])
         if len(raw) < 5 or not hmac.compare_digest(raw[0], self.session.sign(raw[1:5])):
             raise ValueError("a message with a bad signature")
+        unpack = self.session.unpack
         return {
-            "header": json.loads(raw[1]),
-            "parent_header": json.loads(raw[2]),
-            "content": json.loads(raw[4]),
+            "header": unpack(raw[1]),
+            "parent_header": unpack(raw[2]),
+            "content": unpack(raw[4]),
         }
 
     def _maybe_finish(self, msg_id: str) -> None:
