@@ -80,6 +80,55 @@ def test_output_written_to_the_descriptors_arrives_with_its_run(new_session: Any
         assert err == "e" * 50000
 
 
+def test_output_of_a_running_cell_arrives_while_it_runs(new_session: Any) -> None:
+    # Printed text is sent a fraction of a second after it is written, without an explicit
+    # flush, also when a quick run just before left its timed flush armed (kernel/streams.py).
+    compute = new_session()
+    for _ in range(3):
+        assert run(compute, "print(1)")[0] == "1\n"
+        code = "import time\nprint('a')\ntime.sleep(0.5)\nprint('b')\ntime.sleep(3)\nprint('c')"
+        first = compute.execute(None, code, mode="query")
+        assert first["status"] == "continued"
+        assert first["console"] == [["stdout", "a\nb\n"]]
+        rest = compute.execute(first["runId"], "", mode="continue")
+        while rest["status"] == "continued" and not rest["console"]:
+            rest = compute.execute(first["runId"], "", mode="continue")
+        assert rest["console"] == [["stdout", "c\n"]]
+
+
+def test_each_quick_run_gets_its_own_output_and_nothing_else(new_session: Any) -> None:
+    # Output, reply and the closing status leave from the kernel's main thread when nothing
+    # waits in its IOPub queue, from its IOPub thread when something does: either way in order.
+    compute = new_session()
+    code = (
+        "import os, sys, threading\n"
+        "print('main', {i})\n"
+        "t = threading.Thread(target=print, args=('thread', {i}))\n"
+        "t.start(); t.join()\n"
+        "os.write(1, b'fd %d\\n' % {i})\n"
+        "print('err', {i}, file=sys.stderr)"
+    )
+    for i in range(40):
+        out, err, _, code_ = run(compute, code.format(i=i))
+        assert (out, err, code_) == (f"main {i}\nthread {i}\nfd {i}\n", f"err {i}\n", 0)
+
+
+def test_magics_awaits_and_names_that_shadow_magics(new_session: Any) -> None:
+    # Each cell is transformed once per request (kernel/host.py): what a line means still
+    # follows the namespace of the moment, and top-level await still runs.
+    compute = new_session()
+    assert run(compute, "who")[0] == "Interactive namespace is empty.\n"
+    run(compute, "who = 'a variable'")
+    assert run(compute, "who")[0] == "'a variable'"
+    assert run(compute, "del who")[3] == 0
+    assert run(compute, "who")[0] == "Interactive namespace is empty.\n"
+    code = "import asyncio\nawait asyncio.sleep(0.01)\nprint('awaited', 'async' in 'no async')"
+    assert run(compute, code)[0] == "awaited True\n"
+    assert run(compute, "print('async and await, in words only')")[0] == (
+        "async and await, in words only\n"
+    )
+
+
 def test_messages_the_server_cannot_read_do_not_stop_a_session(new_session: Any) -> None:
     # The kernel runs the user's code, which can publish anything on its sockets: something
     # that is no Jupyter message at all, or a signed one whose parent id is not a string.

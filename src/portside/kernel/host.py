@@ -12,6 +12,7 @@ a kernel nothing.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import json
 import logging
 import os
@@ -28,11 +29,13 @@ from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel as KernelBase
 from ipykernel.zmqshell import ZMQInteractiveShell
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.paths import get_ipython_dir
 from matplotlib_inline.backend_inline import configure_inline_support
 from traitlets.config import Config
 
 from portside.kernel import READY_FIFO
+from portside.kernel.channels import ShellStream
 from portside.kernel.control import ControlServer
 from portside.kernel.streams import OrderedIOPubThread
 
@@ -40,8 +43,66 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 #: What IPython looks for in a profile's start-up directory (``InteractiveShellApp``).
 STARTUP_FILE_PATTERNS = ("*.py", "*.ipy")
 
+
+class KernelShell(ZMQInteractiveShell):
+    """ipykernel's shell, which transforms each cell and checks whether it awaits only once.
+
+    ipykernel's ``do_execute`` transforms a cell (IPython's magics and escapes) and compiles it
+    to learn whether it awaits; a cell that does not await then goes to ``run_cell``, which
+    does both again: four compilations of every cell instead of two, a tenth of a kernel's
+    CPU per ``print(1)``.  The second asking gets the answer to the first, which is kept for
+    one asking and only during one request: nothing runs between the two that could change
+    it (the transformations of a single line look at the user's namespace).
+    """
+
+    _last_transform: tuple[str, str] | None = None
+    _last_async_check: tuple[str, bool] | None = None
+
+    def forget_transforms(self) -> None:
+        self._last_transform = self._last_async_check = None
+
+    def transform_cell(self, raw_cell: str) -> str:
+        last, self._last_transform = self._last_transform, None
+        if last is not None and last[0] is raw_cell:
+            return last[1]
+        cell: str = super().transform_cell(raw_cell)  # type: ignore[no-untyped-call]
+        self._last_transform = (raw_cell, cell)
+        return cell
+
+    def should_run_async(
+        self,
+        raw_cell: str,
+        *,
+        transformed_cell: str | None = None,
+        preprocessing_exc_tuple: Any = None,
+    ) -> bool:
+        last, self._last_async_check = self._last_async_check, None
+        if last is not None and last[0] is transformed_cell:
+            return last[1]
+        if transformed_cell is not None and not (
+            "await" in transformed_cell or "async" in transformed_cell
+        ):
+            # Only ``await``, ``async for`` and ``async with`` make a cell need a coroutine
+            # runner; IPython compiles the whole cell to find one.
+            return False
+        result = super().should_run_async(
+            raw_cell,
+            transformed_cell=transformed_cell,
+            preprocessing_exc_tuple=preprocessing_exc_tuple,
+        )
+        if transformed_cell is not None and preprocessing_exc_tuple is None:
+            self._last_async_check = (transformed_cell, result)
+        return result
+
+
+# ipykernel reads this signature on every request (``_accepts_parameters``), and ``inspect``
+# builds it anew each time unless the function carries it.
+InteractiveShell.run_cell_async.__signature__ = inspect.signature(  # type: ignore[attr-defined]
+    InteractiveShell.run_cell_async
+)
+
 #: The IPython shell the zygote built for its kernels (``prepare_shell``), or None.
-_prepared_shell: ZMQInteractiveShell | None = None
+_prepared_shell: KernelShell | None = None
 
 
 def prepare_shell() -> None:
@@ -59,7 +120,7 @@ def prepare_shell() -> None:
     global _prepared_shell
     if not forked_kernel_fits():
         return
-    shell = ZMQInteractiveShell.instance(config=kernel_config(), compiler_class=XCachingCompiler)
+    shell = KernelShell.instance(config=kernel_config(), compiler_class=XCachingCompiler)
     # Figures appear as images at the end of a cell, as Backend.AI's kernels show them.
     configure_inline_support(shell, INLINE_BACKEND)  # type: ignore[no-untyped-call]
     # IPython's own extensions (%store): the kernel's start finds them loaded.  Their state
@@ -72,7 +133,8 @@ def prepare_shell() -> None:
     # through caches that the fork shares).
     for pattern in STARTUP_FILE_PATTERNS:
         fnmatch.filter((), pattern)
-    shell.transform_cell("print(1)\n")  # type: ignore[no-untyped-call]
+    shell.transform_cell("print(1)\n")
+    shell.forget_transforms()
     # What ``%reset --aggressive`` keeps: the modules a kernel starts with, all imported by now
     # (``KernelApp.init_code`` leaves this snapshot in place).
     shell._sys_modules_keys = set(sys.modules)
@@ -90,7 +152,7 @@ def prepare_app() -> None:
     KernelApp.instance(config=kernel_config())
 
 
-def _adopt_prepared_shell(kernel: ForkedKernel) -> ZMQInteractiveShell | None:
+def _adopt_prepared_shell(kernel: ForkedKernel) -> KernelShell | None:
     shell = _prepared_shell
     if shell is None:
         return None
@@ -165,6 +227,12 @@ class ForkedKernel(IPythonKernel):
         if self.shell:
             self.shell.exit_now = False
         KernelBase.start(self)  # type: ignore[no-untyped-call]
+
+    async def do_execute(self, code: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if isinstance(self.shell, KernelShell):
+            self.shell.forget_transforms()
+        reply: dict[str, Any] = await super().do_execute(code, *args, **kwargs)  # type: ignore[no-untyped-call]
+        return reply
 
     @property
     def _supports_kernel_subshells(self) -> bool:
@@ -292,10 +360,20 @@ class KernelApp(IPKernelApp):
         self.control_thread = ControlThread(daemon=True)  # type: ignore[no-untyped-call]
         self.shell_channel_thread = MainThreadShell()
 
+    def init_kernel(self) -> None:
+        """ipykernel's kernel, whose shell socket a ``ShellStream`` holds if it is a
+        ``ForkedKernel`` (the shell socket is read on the main thread; see ``MainThreadShell``)."""
+        super().init_kernel()  # type: ignore[no-untyped-call]
+        kernel = self.kernel
+        if isinstance(kernel, ForkedKernel) and kernel.shell_stream is not None:
+            stream = kernel.shell_stream
+            stream.io_loop.remove_handler(stream.socket)
+            kernel.shell_stream = ShellStream(stream.socket, stream.io_loop)
+
     def init_iopub(self, context: Any) -> None:
         super().init_iopub(context)  # type: ignore[no-untyped-call]
-        # The thread is made and started there; its sends from itself go out at once from now.
-        self.iopub_thread.__class__ = OrderedIOPubThread
+        # The thread is made and started there; nothing has been published yet.
+        OrderedIOPubThread.adopt(self.iopub_thread)
 
     def init_heartbeat(self) -> None:
         """No heartbeat channel.  It costs each kernel a ZeroMQ context and three threads, and
