@@ -67,11 +67,14 @@ class OrderedIOPubThread(IOPubThread):
         self.io_loop.add_handler(stream.socket, guarded, self.io_loop.READ)
 
     def schedule(self, f: Callable[[], Any]) -> None:
-        if self.thread.is_alive():
-            self._events.append(f)
-            self.io_loop.asyncio_loop.call_soon_threadsafe(self._handle_event, None)  # type: ignore[attr-defined]
-        else:
+        if not self.thread.is_alive():
             f()
+            return
+        self._events.append(f)
+        # Once the thread's loop has closed (the kernel is exiting), what is queued stays
+        # unsent, as upstream's pipe message would stay unread.
+        with contextlib.suppress(RuntimeError):
+            self.io_loop.asyncio_loop.call_soon_threadsafe(self._handle_event, None)  # type: ignore[attr-defined]
 
     def _handle_event(self, msg: Any) -> None:
         with self.send_lock:
@@ -225,7 +228,8 @@ class OrderedOutStream(OutStream):
         pub = self.pub_thread
         if pub is None or not self._is_master_process():  # type: ignore[no-untyped-call]
             return contextlib.nullcontext()
-        return pub.send_lock
+        lock: threading.RLock = pub.send_lock
+        return lock
 
     def _let_go_of_pipe(self, fid: int) -> None:
         self._io_loop.remove_handler(fid)
