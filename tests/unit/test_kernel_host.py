@@ -1,8 +1,19 @@
-"""The kernel class sessions run: ipykernel's, built without walking the zygote's modules."""
+"""The kernel class sessions run (ipykernel's, built without walking the zygote's modules),
+its cell transformations and its message decoding."""
 
 from __future__ import annotations
 
-from portside.kernel.host import ForkedKernel, forked_kernel_fits, kernel_config
+import pytest
+from IPython.core.inputtransformer2 import TransformerManager
+from jupyter_client.session import Session
+
+from portside.kernel.host import (
+    CellTransformer,
+    ForkedKernel,
+    KernelSession,
+    forked_kernel_fits,
+    kernel_config,
+)
 
 
 def test_the_installed_ipykernel_gets_the_forked_kernel() -> None:
@@ -10,3 +21,57 @@ def test_the_installed_ipykernel_gets_the_forked_kernel() -> None:
     # which costs each session start the module walk again: this says when that happens.
     assert forked_kernel_fits()
     assert kernel_config().IPKernelApp.kernel_class is ForkedKernel
+
+
+#: Plain code and each form of IPython's special syntax, alone and among other lines.
+CELLS = [
+    "print(1)",
+    "for i in range(3):\n    print(i)\n",
+    "if x != 1:\n    pass\n",
+    "s = '%d' % 3\n",
+    "print('why?')\n",
+    "x = (1,\n2)\n",
+    "x = %who_ls\n",
+    "files = !ls\n",
+    "!ls -l\n",
+    "!!ls\n",
+    "len?\n",
+    "len??\n",
+    "%time x = 1\n",
+    "%%time\nx = 1\n",
+    ",f a b\n",
+    ";f a b\n",
+    "/f a b\n",
+    "def f():\n    /g 1\n",
+    "  x = 1\n",
+    ">>> x = 1\n",
+    "In [1]: x = 2\n",
+    "x = 1\nprint(x)\n%who\n",
+]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_cell_is_transformed_as_ipython_transforms_it(cell: str) -> None:
+    # The kernel's transformer skips IPython's token search only where it could find nothing.
+    assert CellTransformer().transform_cell(cell) == TransformerManager().transform_cell(cell)  # type: ignore[no-untyped-call]
+
+
+def test_the_kernel_session_checks_signatures_and_refuses_replays() -> None:
+    sender = Session(key=b"secret")
+    wire = sender.serialize(sender.msg("execute_request", {"code": "print(1)"}))
+    _, parts = sender.feed_identities(wire)
+    receiver = KernelSession(key=b"secret")
+
+    message = receiver.deserialize(parts)
+    assert message["msg_type"] == "execute_request"
+    assert message["content"] == {"code": "print(1)"}
+    # Dates stay as they came: the reply's parent header sends them back unchanged.
+    assert isinstance(message["header"]["date"], str)
+
+    with pytest.raises(ValueError, match="Duplicate Signature"):
+        receiver.deserialize(parts)
+    tampered = [*parts[:4], b'{"code": "import os"}']
+    with pytest.raises(ValueError, match="Invalid Signature"):
+        KernelSession(key=b"secret").deserialize(tampered)
+    with pytest.raises(ValueError, match="Invalid Signature"):
+        KernelSession(key=b"other").deserialize(parts)

@@ -12,7 +12,8 @@ a kernel nothing.
 from __future__ import annotations
 
 import fnmatch
-import inspect
+import functools
+import hmac
 import json
 import logging
 import os
@@ -23,14 +24,23 @@ from typing import Any
 
 import comm
 import zmq
+from ipykernel import ipkernel, kernelbase
 from ipykernel.compiler import XCachingCompiler
 from ipykernel.control import ControlThread
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel as KernelBase
 from ipykernel.zmqshell import ZMQInteractiveShell
-from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.inputtransformer2 import (
+    EscapedCommand,
+    HelpEnd,
+    MagicAssign,
+    SystemAssign,
+    TransformerManager,
+)
 from IPython.paths import get_ipython_dir
+from jupyter_client.adapter import adapt
+from jupyter_client.session import Session
 from matplotlib_inline.backend_inline import configure_inline_support
 from traitlets.config import Config
 
@@ -42,6 +52,34 @@ from portside.kernel.streams import OrderedIOPubThread
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 #: What IPython looks for in a profile's start-up directory (``InteractiveShellApp``).
 STARTUP_FILE_PATTERNS = ("*.py", "*.ipy")
+#: IPython's own searches for its special syntax, in its order.
+DEFAULT_TOKEN_TRANSFORMERS = [MagicAssign, SystemAssign, EscapedCommand, HelpEnd]
+#: Escapes that mean something only at the start of a line (``,f a b``, ``;f a b``, ``/f a``).
+LINE_START_ESCAPES = frozenset(",;/")
+
+
+class CellTransformer(TransformerManager):
+    """IPython's cell transformations, which skip the search for IPython's special syntax
+    (``%magic``, ``!cmd``, ``obj?``, ``a = %magic``, ``,f a``) in a cell that cannot hold any.
+
+    The search tokenizes the cell with Python's ``tokenize``, a third of what a ``print(1)``'s
+    transformation cost.  Each form starts with one of ``!%?`` somewhere in the cell, or with
+    one of ``,;/`` at the start of a line: a cell with neither gets back what it was given.
+    Added transformers (an extension's) are searched for as upstream does.
+    """
+
+    def do_token_transforms(self, lines: list[str]) -> list[str]:
+        if self.token_transformers == DEFAULT_TOKEN_TRANSFORMERS and not _may_hold_escapes(lines):
+            return lines
+        transformed: list[str] = super().do_token_transforms(lines)  # type: ignore[no-untyped-call]
+        return transformed
+
+
+def _may_hold_escapes(lines: list[str]) -> bool:
+    return any(
+        line.lstrip()[:1] in LINE_START_ESCAPES or any(mark in line for mark in "!%?")
+        for line in lines
+    )
 
 
 class KernelShell(ZMQInteractiveShell):
@@ -95,11 +133,71 @@ class KernelShell(ZMQInteractiveShell):
         return result
 
 
-# ipykernel reads this signature on every request (``_accepts_parameters``), and ``inspect``
-# builds it anew each time unless the function carries it.
-InteractiveShell.run_cell_async.__signature__ = inspect.signature(  # type: ignore[attr-defined]
-    InteractiveShell.run_cell_async
-)
+@functools.cache
+def _function_accepts(function: Any, param_names: tuple[str, ...]) -> dict[str, bool]:
+    accepts: dict[str, bool] = kernelbase._accepts_parameters(function, list(param_names))  # type: ignore[no-untyped-call]
+    return accepts
+
+
+def _accepts_parameters(method: Any, param_names: list[str]) -> dict[str, bool]:
+    """ipykernel's check of which keyword arguments the shell's ``run_cell_async`` takes, asked
+    once per function instead of on every request.
+
+    ``inspect`` builds a bound method's signature anew at each asking (a new ``Signature``
+    whose parameters it validates): some 30 microseconds of every ``print(1)``.  The answer
+    is the function's, whatever it is bound to; ``self`` is not one of the names asked about.
+    """
+    return dict(_function_accepts(getattr(method, "__func__", method), tuple(param_names)))
+
+
+ipkernel._accepts_parameters = _accepts_parameters  # type: ignore[attr-defined]
+
+
+class KernelSession(Session):
+    """jupyter_client's ``Session``, which leaves the dates in a request's headers as the
+    strings they came as.
+
+    ``Session.deserialize`` looks for dates in every string of a request's header and parent
+    header and parses each with dateutil: two thirds of what decoding an ``execute_request``
+    cost.  Nothing in ipykernel or IPython reads them; a reply names its request by the
+    request's header, which goes back out as it came.  The rest is upstream's: the signature
+    checked, replays refused, the protocol version adapted.
+    """
+
+    def deserialize(
+        self, msg_list: list[Any], content: bool = True, copy: bool = True
+    ) -> dict[str, Any]:
+        if not copy:
+            msg_list = [bytes(part.bytes) for part in msg_list[:5]] + list(msg_list[5:])
+        if self.auth is not None:
+            signature = msg_list[0]
+            if not signature:
+                raise ValueError("Unsigned Message")
+            if signature in self.digest_history:
+                raise ValueError(f"Duplicate Signature: {signature!r}")
+            if content:
+                self._add_digest(signature)
+            if not hmac.compare_digest(signature, self.sign(msg_list[1:5])):
+                raise ValueError(f"Invalid Signature: {signature!r}")
+        if len(msg_list) < 5:
+            raise TypeError("malformed message, must have at least 5 elements")
+        header = self.unpack(msg_list[1])
+        buffers = [memoryview(part) for part in msg_list[5:]]
+        if buffers and buffers[0].shape is None:
+            # pyzmq's frames viewed without a shape (as upstream works around, pyzmq #646).
+            buffers = [memoryview(bytes(part.bytes)) for part in msg_list[5:]]
+        message = {
+            "header": header,
+            "msg_id": header["msg_id"],
+            "msg_type": header["msg_type"],
+            "parent_header": self.unpack(msg_list[2]),
+            "metadata": self.unpack(msg_list[3]),
+            "content": self.unpack(msg_list[4]) if content else msg_list[4],
+            "buffers": buffers,
+        }
+        adapted: dict[str, Any] = adapt(message)
+        return adapted
+
 
 #: The IPython shell the zygote built for its kernels (``prepare_shell``), or None.
 _prepared_shell: KernelShell | None = None
@@ -121,6 +219,7 @@ def prepare_shell() -> None:
     if not forked_kernel_fits():
         return
     shell = KernelShell.instance(config=kernel_config(), compiler_class=XCachingCompiler)
+    shell.input_transformer_manager = CellTransformer()  # type: ignore[no-untyped-call]
     # Figures appear as images at the end of a cell, as Backend.AI's kernels show them.
     configure_inline_support(shell, INLINE_BACKEND)  # type: ignore[no-untyped-call]
     # IPython's own extensions (%store): the kernel's start finds them loaded.  Their state
@@ -275,6 +374,9 @@ class KernelApp(IPKernelApp):
     Parsing even an empty command line builds an argparse parser over every configurable
     class: milliseconds of each kernel's start-up spent on nothing.
     """
+
+    def _session_default(self) -> Session:
+        return KernelSession(parent=self)
 
     def parse_command_line(self, argv: list[str] | None = None) -> None:
         self.argv = []
