@@ -85,7 +85,7 @@ class OrderedIOPubThread(IOPubThread):
         # have been held when it was forked: upstream's way, through the parent's pipe.
         if self._is_master_process():  # type: ignore[no-untyped-call]
             with self.send_lock:
-                if not self._events or self.thread.ident == threading.get_ident():
+                if self.may_send_now() or self.thread.ident == threading.get_ident():
                     self._really_send(*args, **kwargs)
                     return
         super().send_multipart(*args, **kwargs)  # type: ignore[no-untyped-call]
