@@ -41,7 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--back-to-back", type=int, default=15, help="Portside creations without pauses"
     )
     group.add_argument("--jkg-creations", type=int, default=10, help="Kernel Gateway kernels")
-    group.add_argument("--round-trips", type=int, default=50, help="print(1) round trips each")
+    group.add_argument(
+        "--round-trips", type=int, default=200, help="print(1) round trips each (a stable median)"
+    )
 
 
 @dataclass
