@@ -154,9 +154,8 @@ class OrderedOutStream(OutStream):
     def _on_pipe(self, fd: int, events: int) -> None:
         # Batched as upstream batches writes: one message per flush interval at most.
         with self._send_lock():
-            if self._drain_pipe() and not self._timer_armed:
-                self._timer_armed = True
-                self._io_loop.call_later(self.flush_interval, self._timed_flush)
+            if self._drain_pipe():
+                self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         """Upstream's timed flush after a write, armed at most once per flush interval, and
