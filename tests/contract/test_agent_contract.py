@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import sys
 import tarfile
 import uuid
@@ -89,6 +90,10 @@ class Subject:
 
 def _stdout(result: ExecResult) -> str:
     return "".join(str(data) for kind, data in result.console if kind == "stdout")
+
+
+def _stderr(result: ExecResult) -> str:
+    return "".join(str(data) for kind, data in result.console if kind == "stderr")
 
 
 async def _local_subject(tmp: Path) -> AsyncIterator[Subject]:
@@ -170,6 +175,21 @@ async def test_query_mode_keeps_state_and_reports_errors(subject: Subject, kerne
     failed = await subject.run(kernel, "1/0")
     assert failed.exit_code == 1
     assert any(kind == "stderr" and "ZeroDivisionError" in data for kind, data in failed.console)
+
+
+async def test_tracebacks_and_sources_name_the_cells_they_come_from(
+    subject: Subject, kernel: str
+) -> None:
+    await subject.run(kernel, "def halve(x):\n    return x / (x - x)")
+    failed = await subject.run(kernel, "y = 2\nhalve(y)")
+    assert failed.exit_code == 1
+    traceback = re.sub(r"\x1b\[[0-9;]*m", "", _stderr(failed))
+    # The failing cell and line, then the cell the function came from, with its source line.
+    assert re.search(r"Cell In\[\d+\], line 2\n.*\n-+> 2 halve\(y\)", traceback), traceback
+    assert re.search(r"Cell In\[\d+\], line 2, in halve\(x\)", traceback), traceback
+    assert "return x / (x - x)" in traceback
+    source = await subject.run(kernel, "import inspect\nprint(inspect.getsource(halve), end='')")
+    assert _stdout(source) == "def halve(x):\n    return x / (x - x)\n"
 
 
 async def test_input_is_asked_for_and_answered(subject: Subject, kernel: str) -> None:

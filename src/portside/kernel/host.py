@@ -25,12 +25,12 @@ from typing import Any
 import comm
 import zmq
 from ipykernel import ipkernel, kernelbase
-from ipykernel.compiler import XCachingCompiler
 from ipykernel.control import ControlThread
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel as KernelBase
 from ipykernel.zmqshell import ZMQInteractiveShell
+from IPython.core.compilerop import CachingCompiler
 from IPython.core.inputtransformer2 import (
     EscapedCommand,
     HelpEnd,
@@ -42,6 +42,7 @@ from IPython.paths import get_ipython_dir
 from jupyter_client.adapter import adapt
 from jupyter_client.session import Session
 from matplotlib_inline.backend_inline import configure_inline_support
+from traitlets import Type
 from traitlets.config import Config
 
 from portside.kernel import READY_FIFO
@@ -218,7 +219,8 @@ def prepare_shell() -> None:
     global _prepared_shell
     if not forked_kernel_fits():
         return
-    shell = KernelShell.instance(config=kernel_config(), compiler_class=XCachingCompiler)
+    # IPython's cell compiler, as ``ForkedKernel`` configures it (see there).
+    shell = KernelShell.instance(config=kernel_config(), compiler_class=CachingCompiler)
     shell.input_transformer_manager = CellTransformer()  # type: ignore[no-untyped-call]
     # Figures appear as images at the end of a cell, as Backend.AI's kernels show them.
     configure_inline_support(shell, INLINE_BACKEND)  # type: ignore[no-untyped-call]
@@ -298,7 +300,14 @@ class ForkedKernel(IPythonKernel):
     kernels of their own.  So the zygote keeps debugpy out (``keep_debugpy_out``), and this
     class is ipykernel 7's kernel with the debugger's parts left out of its constructor and
     ``start``, and with the shell the zygote prepared.
+
+    Its cells are compiled by IPython's own ``CachingCompiler``, not ipykernel's, which names
+    each cell's file after a pure-Python hash of its code so that the debugger can find it:
+    0.3 ms for every run of a 2 kB cell, 3 ms for a 20 kB one.  Without a debugger the name
+    is only shown in tracebacks, which read "Cell In[n]" with either.
     """
+
+    compiler_class = Type(CachingCompiler, klass=CachingCompiler)  # type: ignore[assignment]
 
     def __init__(self, **kwargs: Any) -> None:
         KernelBase.__init__(self, **kwargs)  # type: ignore[no-untyped-call]
