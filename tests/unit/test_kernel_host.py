@@ -47,6 +47,16 @@ CELLS = [
     ">>> x = 1\n",
     "In [1]: x = 2\n",
     "x = 1\nprint(x)\n%who\n",
+    # Pasted sessions: prompts stripped and the rest dedented, but not inside strings.
+    ">>> def f():\n...     return 1\n",
+    "    >>> x = 1\n    >>> print(x)\n",
+    'doc = """\n>>> x = 1\n"""\n',
+    'x = 1\ns = """a\n   \nb"""\n',
+    "print('>>>')\n",
+    # Line starts that only str.splitlines sees, and escapes after them.
+    "x = 1\r,f a\n",
+    "x = 1\x0c/f a\n",
+    "x = (1,\u20282)\n",
 ]
 
 
