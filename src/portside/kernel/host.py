@@ -70,8 +70,9 @@ class CellTransformer(TransformerManager):
     Added transformers (an extension's) are searched for as upstream does.
 
     The stripping of a pasted ``>>>`` session first maps which lines are inside triple-quoted
-    strings, line by line: 0.1 ms for a cell of a hundred lines, every run.  It strips only
-    lines that start with ``>>>`` (after blanks), so a cell without ``>>>`` is left as it is.
+    strings, line by line: 0.1 ms for a cell of a hundred lines, every run.  It changes nothing
+    in a cell without a line that starts with ``>>>`` (after blanks), so a cell without
+    ``>>>`` anywhere is left as it is.
     """
 
     def __init__(self) -> None:
@@ -322,8 +323,9 @@ class ForkedKernel(IPythonKernel):
 
     Its cells are compiled by IPython's own ``CachingCompiler``, not ipykernel's, which names
     each cell's file after a pure-Python hash of its code so that the debugger can find it:
-    0.3 ms for every run of a 2 kB cell, 3 ms for a 20 kB one.  Without a debugger the name
-    is only shown in tracebacks, which read "Cell In[n]" with either.
+    0.3 ms for every run of a 2 kB cell, 3 ms for a 20 kB one.  Without a debugger only
+    tracebacks and ``inspect`` read the name, through ``linecache``, and find the cell with
+    either compiler (a traceback reads "Cell In[n]").
     """
 
     compiler_class = Type(CachingCompiler, klass=CachingCompiler)  # type: ignore[assignment]
