@@ -154,6 +154,17 @@ class Platform:
             await broadcast.close()
 
     @contextlib.asynccontextmanager
+    async def _keys(self) -> AsyncIterator[None]:
+        """Callers' keys kept fresh while they keep calling."""
+        refresher = asyncio.create_task(self.keys.cache.run(), name="keys-refresher")
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+
+    @contextlib.asynccontextmanager
     async def _model_services(self) -> AsyncIterator[None]:
         await self.model_services.start()
         try:
@@ -188,6 +199,7 @@ class Platform:
             await stack.enter_async_context(self.database())
             self._credentials = await bootstrap(self.db, self.config)
             await stack.enter_async_context(self._broadcast())
+            await stack.enter_async_context(self._keys())
             await stack.enter_async_context(self._app_proxy())
             await stack.enter_async_context(self._sessions())
             await stack.enter_async_context(self._model_services())

@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ from portside.errors import (
 from portside.images import Image, ImageRegistry
 from portside.scheduler.placement import Candidate, KeypairLimits, KeypairUsage, never_fits, plan
 
+from .cache import RefreshedCache
 from .events import STATUS_EVENTS, EventHub, SessionEvent
 
 log = logging.getLogger("portside.sessions")
@@ -70,9 +70,15 @@ IDLE_CHECK_INTERVAL = 5.0
 #: How often calls' activity (last access, query counts) is written to the database: often
 #: enough for the idle check and other servers, rarely enough to keep writes off every call.
 ACTIVITY_FLUSH_INTERVAL = 1.0
-#: How long a call into a running session trusts the last lookup of that session.  Changes made
-#: on this server apply at once; a session another server ends is seen within this time.
+#: How long a call into a running session trusts the last lookup of that session (kept fresh in
+#: the background while it is in use, ``RefreshedCache``).  Changes made on this server apply
+#: at once; a session another server ends or renames is seen within this time.
 RUNNING_CACHE_SECONDS = 1.0
+
+
+#: A lookup of a session: the caller's access key, the name or id they gave, and the owner an
+#: administrator named.
+_Reference = tuple[str, str, str | None]
 
 
 def utcnow() -> datetime:
@@ -146,8 +152,10 @@ class SessionService:
         self._active: dict[uuid.UUID, _Active] = {}
         self._activity: dict[uuid.UUID, _Activity] = {}
         self._flush_lock = asyncio.Lock()
-        self._running: dict[tuple[str, str, str | None], tuple[float, SessionRow]] = {}
-        self._running_keys: dict[uuid.UUID, set[tuple[str, str, str | None]]] = {}
+        self._running: RefreshedCache[_Reference, SessionRow] = RefreshedCache(
+            self._reload_running, ttl=RUNNING_CACHE_SECONDS
+        )
+        self._running_keys: dict[uuid.UUID, set[_Reference]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._capacity: dict[str, Decimal] = {}
@@ -195,6 +203,7 @@ class SessionService:
             asyncio.create_task(self._schedule_loop(), name="scheduler"),
             asyncio.create_task(self._idle_loop(), name="idle-checker"),
             asyncio.create_task(self._activity_loop(), name="activity-writer"),
+            asyncio.create_task(self._running.run(), name="running-sessions-refresher"),
         ]
         self._wakeup.set()
 
@@ -265,25 +274,39 @@ class SessionService:
         Executing code is the hot path: a query per call was a fifth of its round trip.
         """
         key = (principal.access_key, reference, owner_access_key)
-        now = time.monotonic()
         cached = self._running.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None:
+            return cached
         async with self.db() as db:
             row = await self.resolve(db, principal, reference, owner_access_key)
         if row.status == "RUNNING":
             self._remember_running(key, row)
         else:
-            self._running.pop(key, None)
+            self._running.forget(key)
         return row
 
-    def _remember_running(self, key: tuple[str, str, str | None], row: SessionRow) -> None:
-        self._running[key] = (time.monotonic() + RUNNING_CACHE_SECONDS, row)
+    def _remember_running(self, key: _Reference, row: SessionRow) -> None:
+        self._running.put(key, row)
         self._running_keys.setdefault(row.id, set()).add(key)
 
     def forget_running(self, session_id: uuid.UUID) -> None:
         for key in self._running_keys.pop(session_id, ()):
-            self._running.pop(key, None)
+            self._running.forget(key)
+
+    async def _reload_running(
+        self, cached: dict[_Reference, SessionRow]
+    ) -> dict[_Reference, SessionRow]:
+        """The kept lookups whose sessions still run under the names they had when read.  Any
+        other change drops a lookup, and the next call reads its session again."""
+        ids = {row.id for row in cached.values()}
+        async with self.db() as db:
+            rows = await db.execute(
+                sa.select(SessionRow.id, SessionRow.name, SessionRow.status).where(
+                    SessionRow.id.in_(ids)
+                )
+            )
+            now = {session_id: (name, status) for session_id, name, status in rows.tuples()}
+        return {key: row for key, row in cached.items() if now.get(row.id) == (row.name, "RUNNING")}
 
     # Creation ------------------------------------------------------------------------------
 

@@ -63,32 +63,35 @@ class ActiveKey:
 
 
 async def get_active_key(db: AsyncSession, access_key: str) -> ActiveKey | None:
-    row = (
-        await db.execute(
-            sa.select(KeyPair, User)
-            .join(User, User.uuid == KeyPair.user_id)
-            .where(
-                KeyPair.access_key == access_key,
-                KeyPair.is_active.is_(True),
-                User.is_active.is_(True),
-            )
+    return (await get_active_keys(db, [access_key])).get(access_key)
+
+
+async def get_active_keys(db: AsyncSession, access_keys: list[str]) -> dict[str, ActiveKey]:
+    """Those of ``access_keys`` that are active and whose owners are, with their owners."""
+    rows = await db.execute(
+        sa.select(KeyPair, User)
+        .join(User, User.uuid == KeyPair.user_id)
+        .where(
+            KeyPair.access_key.in_(access_keys),
+            KeyPair.is_active.is_(True),
+            User.is_active.is_(True),
         )
-    ).first()
-    if row is None:
-        return None
-    keypair, user = row
-    return ActiveKey(
-        secret_key=keypair.secret_key,
-        principal=Principal(
-            access_key=keypair.access_key,
-            user_id=user.uuid,
-            email=user.email,
-            domain_name=user.domain_name,
-            role=user.role,
-            is_admin=keypair.is_admin,
-            resource_policy=keypair.resource_policy,
-        ),
     )
+    return {
+        keypair.access_key: ActiveKey(
+            secret_key=keypair.secret_key,
+            principal=Principal(
+                access_key=keypair.access_key,
+                user_id=user.uuid,
+                email=user.email,
+                domain_name=user.domain_name,
+                role=user.role,
+                is_admin=keypair.is_admin,
+                resource_policy=keypair.resource_policy,
+            ),
+        )
+        for keypair, user in rows.tuples()
+    }
 
 
 async def touch_keypair(db: AsyncSession, access_key: str, when: datetime) -> None:
