@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--round-trips", type=int, default=200, help="print(1) round trips each (a stable median)"
     )
+    group.add_argument(
+        "--paced-round-trips", type=int, default=20, help="print(1) round trips after a pause"
+    )
+    group.add_argument(
+        "--think", type=float, default=1.5, help="seconds of pause before each paced round trip"
+    )
 
 
 @dataclass
@@ -54,6 +60,8 @@ class PortsideStart:
     back_to_back: list[float] = field(default_factory=list)
     round_trip: list[float] = field(default_factory=list)
     raw_round_trip: list[float] = field(default_factory=list)
+    #: Each after a pause, as a person runs one cell, reads, then runs the next.
+    paced_round_trip: list[float] = field(default_factory=list)
     #: The same code sent to the kernel directly, an unsigned GET / and a signed
     #: GET /session/{id}: what the REST round trip is made of.
     kernel_direct: list[float] = field(default_factory=list)
@@ -70,6 +78,7 @@ class JkgStart:
     ws_open: list[float] = field(default_factory=list)
     round_trip: list[float] = field(default_factory=list)
     round_trip_first_output: list[float] = field(default_factory=list)
+    paced_round_trip: list[float] = field(default_factory=list)
 
 
 async def measure_portside(args: argparse.Namespace) -> PortsideStart:
@@ -139,6 +148,12 @@ async def measure_portside(args: argparse.Namespace) -> PortsideStart:
                 result.get_info.append(time.perf_counter() - start)
         finally:
             await raw.close()
+        log(f"portside: {args.paced_round_trips} print(1) round trips after pauses")
+        for _ in range(args.paced_round_trips):
+            await asyncio.sleep(args.think)
+            start = time.perf_counter()
+            await run_code(session, "print(1)")
+            result.paced_round_trip.append(time.perf_counter() - start)
         result.kernel_direct = await direct_round_trips(ps.data_dir, session.id, args.round_trips)
     return result
 
@@ -174,6 +189,11 @@ async def measure_jkg(args: argparse.Namespace) -> JkgStart:
                 out = await gw.execute(ws, "print(1)")
                 result.round_trip.append(out.idle)
                 result.round_trip_first_output.append(out.first_output)
+            log(f"kernel gateway: {args.paced_round_trips} print(1) round trips after pauses")
+            for _ in range(args.paced_round_trips):
+                await asyncio.sleep(args.think)
+                out = await gw.execute(ws, "print(1)")
+                result.paced_round_trip.append(out.idle)
         await gw.delete_kernel(kernel_id)
     return result
 
@@ -226,6 +246,13 @@ def rows(ps: PortsideStart, jkg: JkgStart) -> list[Row]:
             "ms",
             TARGET_ROUND_TRIP_MS,
         ),
+        Row(
+            "print(1) round trip after a pause, p50 (as a person runs cells)",
+            p50(ps.paced_round_trip) * ms,
+            p50(jkg.paced_round_trip) * ms,
+            "ms",
+            TARGET_ROUND_TRIP_MS,
+        ),
     ]
 
 
@@ -245,7 +272,8 @@ def notes(args: argparse.Namespace, ps: PortsideStart, jkg: JkgStart) -> list[st
         f"{p50(jkg.ws_open) * ms:.0f} ms later (p50); round trip = execute_request sent → "
         f"status idle; to the stream output alone {p50(jkg.round_trip_first_output) * ms:.1f} ms",
         "Kernel Gateway keeps no pool, so its back-to-back figures are its paced ones",
-        f"round trips: {len(ps.round_trip)} each, after 5 unmeasured ones",
+        f"round trips: {len(ps.round_trip)} each, after 5 unmeasured ones; after a pause: "
+        f"{len(ps.paced_round_trip)} each, {args.think} s apart",
         f"what a Portside REST print(1) is made of, p50: the kernel alone (jupyter_client over "
         f"its IPC sockets, no server) {p50(ps.kernel_direct) * ms:.2f} ms; SDK + HTTP for an "
         f"unsigned GET / {p50(ps.hello) * ms:.2f} ms; a signed GET /session/{{id}} "
