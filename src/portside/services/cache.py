@@ -8,7 +8,7 @@ the entries had expired and waited for two queries: 5.5 ms of the 9.3 ms a ``pri
 after a pause of one second, against 1.4 ms back to back (``docs/decisions.md``).
 
 Here an entry is still trusted for ``ttl`` seconds after it was read, but every entry used
-within ``keep_warm`` seconds is read again, all of them in one query, every ``ttl / 2``
+within ``keep_warm`` seconds is read again, all of them in one query, every ``0.75 * ttl``
 seconds: a caller who pauses finds theirs fresh, and a change made elsewhere still applies
 within ``ttl``.  Entries nobody used for ``keep_warm`` are dropped, so an idle server queries
 nothing.
@@ -112,7 +112,8 @@ class RefreshedCache(Generic[K, V]):
             if not self._entries:
                 self._filled.clear()
                 await self._filled.wait()
-            await asyncio.sleep(self.ttl / 2)
+            # A quarter of ttl to spare for the reload itself and a busy event loop.
+            await asyncio.sleep(self.ttl * 0.75)
             try:
                 await self.refresh()
             except Exception:
