@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from portside.db.repositories.identity import ActiveKey, get_active_keys
+from portside.db.repositories.identity import ActiveKey, get_active_key, get_active_keys
 
 from .cache import RefreshedCache
 
@@ -40,7 +40,7 @@ class KeyCache:
         if key is not None:
             return key
         async with self.db() as db:
-            key = (await get_active_keys(db, [access_key])).get(access_key)
+            key = await get_active_key(db, access_key)
         if key is None:
             self.cache.forget(access_key)
         else:
