@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.common import (
     DEFAULT_RUNTIME_COUNT,
@@ -125,27 +127,33 @@ async def measure_portside(args: argparse.Namespace) -> PortsideStart:
         log(f"portside: {args.round_trips} print(1) round trips each way, interleaved")
         session = await ps.create()
         assert session.id is not None
+        session_id = str(session.id)
         raw = RawClient(ps)
         try:
             for _ in range(5):
                 await run_code(session, "print(1)")
-                await raw.execute(str(session.id), "print(1)")
-            # Interleaved, so that a busy moment on the machine hits every kind alike.
-            for _ in range(args.round_trips):
-                start = time.perf_counter()
-                await run_code(session, "print(1)")
-                result.round_trip.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                body = await raw.execute(str(session.id), "print(1)")
-                result.raw_round_trip.append(time.perf_counter() - start)
+                await raw.execute(session_id, "print(1)")
+
+            # Interleaved, so that a busy moment on the machine hits every kind alike, and in
+            # an order that turns by one each round: a call right after a different one (a
+            # get_info's database read above all) runs on colder caches, and a fixed order
+            # would charge that to the same kind every time.
+            async def raw_execute() -> None:
+                body = await raw.execute(session_id, "print(1)")
                 if body["status"] != "finished":
                     raise RuntimeError(f"raw execute did not finish in one call: {body!r}")
-                start = time.perf_counter()
-                await ps.api.ComputeSession.hello()
-                result.hello.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                await session.get_info()
-                result.get_info.append(time.perf_counter() - start)
+
+            kinds: list[tuple[Callable[[], Awaitable[Any]], list[float]]] = [
+                (lambda: run_code(session, "print(1)"), result.round_trip),
+                (raw_execute, result.raw_round_trip),
+                (ps.api.ComputeSession.hello, result.hello),
+                (session.get_info, result.get_info),
+            ]
+            for i in range(args.round_trips):
+                for call, times in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:
+                    start = time.perf_counter()
+                    await call()
+                    times.append(time.perf_counter() - start)
         finally:
             await raw.close()
         log(f"portside: {args.paced_round_trips} print(1) round trips after pauses")
