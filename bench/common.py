@@ -311,14 +311,14 @@ def descendants(pid: int) -> list[int]:
 class KernelProcs:
     kernel_id: str
     pooled: bool
-    #: pid to role: kernel, bwrap, holder (the sandbox's ``sleep``), other.
+    #: pid to role: kernel, bwrap, holder (the sandbox's ``sh``), other.
     roles: dict[int, str] = field(default_factory=dict)
 
 
 def kernel_processes(data_dir: Path, table: ProcessTable | None = None) -> list[KernelProcs]:
     """Every kernel's processes, from the state files the agent keeps per kernel.
 
-    A kernel is its sandbox (two bubblewrap processes and the ``sleep`` holder, children of
+    A kernel is its sandbox (two bubblewrap processes and the ``sh`` holder, children of
     the server) plus the kernel itself (a child of the zygote); the kernel lives in the
     sandbox's pid namespace but is forked outside it, so the two halves are found from the
     recorded pids, not from one subtree.
@@ -349,7 +349,7 @@ def _role(pid: int, name: str, procs: Processes) -> str:
         return "kernel"
     if name == "bwrap":
         return "bwrap"
-    if name in ("sleep", "sh"):
+    if name == "sh":
         return "holder"
     return "other"
 

@@ -3,7 +3,7 @@
 Memory is counted as PSS (proportional set size): the kernels are forked from a zygote and
 share most of their pages with it and with each other, which RSS would count once per
 process.  A Portside session is its kernel, two bubblewrap processes and the sandbox's
-``sleep`` holder; all of them are counted.  Kernel Gateway holds fewer kernels
+``sh`` holder; all of them are counted.  Kernel Gateway holds fewer kernels
 here, since each costs a full interpreter and starting hundreds takes minutes.
 """
 

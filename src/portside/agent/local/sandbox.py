@@ -9,7 +9,7 @@ loopback device: a session's apps listen on ports no other session can reach, tw
 use the same port, and the app proxy reaches apps through the kernel's connection broker
 (portside/kernel/apps.py).
 
-bubblewrap runs a tiny holder command (``sleep``) as the sandbox's first process; the kernel is
+bubblewrap runs a tiny holder command (``sh``) as the sandbox's first process; the kernel is
 forked by the zygote and joins the holder's namespaces (see portside/kernel/zygote.py).  Killing
 the holder's init ends everything in the sandbox.
 """
@@ -149,9 +149,12 @@ def bwrap_args(
         if (rundir.parent / name).exists():
             args += ["--ro-bind", str(rundir.parent / name), f"/etc/{name}"]
     args += ["--chdir", KERNEL_WORKDIR, "--info-fd", str(info_fd), "--"]
-    # The holder tells us it runs (so the sandbox is fully built) and then just waits.
+    # The holder tells us it runs (so the sandbox is fully built), then reads its standard
+    # input, a pipe whose writers only the sandbox's own processes hold (start_holder), so
+    # nothing ever comes. Waiting in the shell itself spares each session a second program's
+    # start (`exec sleep`: its loader, glibc's CPU probing, trapped on a virtual machine).
     # (Through /proc: dash cannot redirect to descriptors above 9.)
-    args += ["/bin/sh", "-c", f"printf ready > /proc/self/fd/{ready_fd}; exec sleep infinity"]
+    args += ["/bin/sh", "-c", f"printf ready > /proc/self/fd/{ready_fd}; read _"]
     return args
 
 
@@ -208,6 +211,7 @@ async def start_holder(
     info_r, info_w = os.pipe()
     ready_r, ready_w = os.pipe()
     err_r, err_w = os.pipe()
+    hold_r, hold_w = os.pipe()
     args = bwrap_args(
         hostname=hostname,
         workdir=workdir,
@@ -218,13 +222,13 @@ async def start_holder(
         info_fd=info_w,
     )
     try:
-        bwrap = await _spawn(args, keep=(info_w, ready_w), stderr=err_w)
+        bwrap = await _spawn(args, keep=(info_w, ready_w, hold_w), stdin=hold_r, stderr=err_w)
     except BaseException:
         for fd in (info_r, ready_r, err_r):
             os.close(fd)
         raise
     finally:
-        for fd in (info_w, ready_w, err_w):
+        for fd in (info_w, ready_w, err_w, hold_r, hold_w):
             os.close(fd)
     try:
         try:
@@ -257,7 +261,9 @@ async def start_holder(
     return Holder(bwrap.pid, init_pid), bwrap
 
 
-async def _spawn(args: list[str], *, keep: tuple[int, ...], stderr: int) -> subprocess.Popen[bytes]:
+async def _spawn(
+    args: list[str], *, keep: tuple[int, ...], stdin: int, stderr: int
+) -> subprocess.Popen[bytes]:
     """Starts bubblewrap in a session of its own (the sandbox must survive the server and a
     Ctrl-C in its terminal) with ``keep`` open in it.
 
@@ -272,7 +278,7 @@ async def _spawn(args: list[str], *, keep: tuple[int, ...], stderr: int) -> subp
         asyncio.to_thread(
             subprocess.Popen,
             args,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             pass_fds=keep,
