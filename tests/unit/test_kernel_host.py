@@ -4,6 +4,8 @@ its cell transformations and its message decoding."""
 from __future__ import annotations
 
 import pytest
+import zmq
+from ipykernel.iostream import BackgroundSocket, IOPubThread
 from IPython.core.inputtransformer2 import TransformerManager
 from jupyter_client.session import Session
 
@@ -85,3 +87,30 @@ def test_the_kernel_session_checks_signatures_and_refuses_replays() -> None:
         KernelSession(key=b"secret").deserialize(tampered)
     with pytest.raises(ValueError, match="Invalid Signature"):
         KernelSession(key=b"other").deserialize(parts)
+
+
+def test_the_kernel_session_counts_each_requests_iopub_messages() -> None:
+    context = zmq.Context()
+    socket = context.socket(zmq.PUB)
+    socket.bind("inproc://iopub-count")
+    try:
+        pub = IOPubThread(socket)  # not started: each message is sent at once
+        session = KernelSession(key=b"secret")
+        request = session.msg("execute_request", {"code": "print(1)"})
+        other = session.msg("execute_request", {"code": "print(2)"})
+
+        session.send(pub, "stream", {"name": "stdout", "text": "1\n"}, parent=request)
+        session.send(BackgroundSocket(pub), "error", {"ename": "E"}, request["header"])
+        # A message built beforehand (a display, a result) carries its own parent.
+        display = session.msg("display_data", {"data": {}}, parent=request)
+        session.send(BackgroundSocket(pub), display)
+        session.send(pub, "stream", {"name": "stdout", "text": "2\n"}, parent=other)
+        # The reply goes out on the shell channel: not one of the IOPub messages.
+        session.send(None, "execute_reply", {"status": "ok"}, parent=request)
+
+        assert session.take_published(request["header"]["msg_id"]) == 3
+        # Taken once; the earlier request's count went with it.
+        assert session.take_published(request["header"]["msg_id"]) == 0
+        assert session.take_published(other["header"]["msg_id"]) == 0
+    finally:
+        context.destroy(linger=0)  # the thread's own event pipe included

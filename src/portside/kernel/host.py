@@ -26,6 +26,7 @@ import comm
 import zmq
 from ipykernel import ipkernel, kernelbase
 from ipykernel.control import ControlThread
+from ipykernel.iostream import BackgroundSocket, IOPubThread
 from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel as KernelBase
@@ -41,12 +42,12 @@ from IPython.core.inputtransformer2 import (
 )
 from IPython.paths import get_ipython_dir
 from jupyter_client.adapter import adapt
-from jupyter_client.session import Session
+from jupyter_client.session import Session, extract_header
 from matplotlib_inline.backend_inline import configure_inline_support
 from traitlets import Type
 from traitlets.config import Config
 
-from portside.kernel import READY_FIFO
+from portside.kernel import IOPUB_COUNT_KEY, READY_FIFO
 from portside.kernel.channels import ShellStream
 from portside.kernel.control import ControlServer
 from portside.kernel.streams import OrderedIOPubThread
@@ -176,7 +177,7 @@ ipkernel._accepts_parameters = _accepts_parameters  # type: ignore[attr-defined]
 
 class KernelSession(Session):
     """jupyter_client's ``Session``, which leaves the dates in a request's headers as the
-    strings they came as.
+    strings they came as, and counts each request's IOPub messages.
 
     ``Session.deserialize`` looks for dates in every string of a request's header and parent
     header and parses each with dateutil: two thirds of what decoding an ``execute_request``
@@ -184,6 +185,12 @@ class KernelSession(Session):
     request's header, which goes back out as it came.  The rest is upstream's: the signature
     checked, replays refused, the protocol version adapted.
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._count_lock = threading.Lock()
+        #: IOPub messages sent so far, by the id of the request they belong to.
+        self._published: dict[str, int] = {}
 
     def deserialize(
         self, msg_list: list[Any], content: bool = True, copy: bool = True
@@ -218,6 +225,33 @@ class KernelSession(Session):
         }
         adapted: dict[str, Any] = adapt(message)
         return adapted
+
+    def send(self, stream: Any, msg_or_type: Any, *args: Any, **kwargs: Any) -> Any:
+        """Upstream's ``send``; an IOPub message is counted for its request before it goes."""
+        if isinstance(stream, IOPUB_STREAMS):
+            if isinstance(msg_or_type, dict):
+                # A message built beforehand (displays, results) carries its parent.
+                parent = msg_or_type.get("parent_header")
+            else:
+                parent = kwargs.get("parent", args[1] if len(args) > 1 else None)
+            msg_id = extract_header(parent).get("msg_id") if parent else None
+            if msg_id:
+                with self._count_lock:
+                    self._published[msg_id] = self._published.get(msg_id, 0) + 1
+        return super().send(stream, msg_or_type, *args, **kwargs)
+
+    def take_published(self, msg_id: str) -> int:
+        """How many IOPub messages the request has published.  A kernel runs one request at
+        a time, so the counts of earlier ones (output their threads sent after the reply) are
+        forgotten with it."""
+        with self._count_lock:
+            count = self._published.pop(msg_id, 0)
+            self._published.clear()
+            return count
+
+
+#: What an IOPub message is sent through: the IOPub thread, or its socket's stand-in.
+IOPUB_STREAMS = (IOPubThread, BackgroundSocket)
 
 
 #: The IPython shell the zygote built for its kernels (``prepare_shell``), or None.
@@ -369,18 +403,55 @@ class ForkedKernel(IPythonKernel):
         create one gets ipykernel's own "not supported"."""
         return bool(self.shell_channel_thread)
 
-    # Only the agent listens on a forked kernel's IOPub, and it needs neither of the two
-    # messages below: a run ends with its reply and the ``idle`` status, and its input is what
-    # the agent sent.  Each one left out is a message fewer to build, hand to the IOPub thread,
-    # send, receive and decode per request: 0.4-0.9 ms of the kernel's CPU per ``print(1)``.
+    # Only the agent listens on a forked kernel's IOPub, and it needs none of the three
+    # messages below: its input is what the agent sent, and a run ends once its reply and the
+    # output the reply says came before it have arrived.  Each one left out is a message fewer
+    # to build, hand to the IOPub thread, send, receive and decode per request: 0.4-0.9 ms of
+    # the kernel's CPU per ``print(1)`` for the first two, about a tenth of the kernel's and
+    # the server's CPU the third.
 
     def _publish_execute_input(self, code: str, parent: Any, execution_count: int) -> None:
         """Not published (see above)."""
 
+    def finish_metadata(
+        self, parent: dict[str, Any], metadata: dict[str, Any], reply_content: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Upstream's, plus how many IOPub messages the request published, when all of them
+        have left: then the reply tells the agent what to wait for, and no ``idle`` follows.
+
+        While the IOPub thread still has work queued (a flush handed over, not yet run) the
+        count could miss what that work publishes, so the reply says nothing and ``idle``,
+        queued behind that work, closes the run as upstream's does.
+        """
+        metadata = super().finish_metadata(parent, metadata, reply_content)  # type: ignore[no-untyped-call]
+        pub = self.iopub_thread
+        session = self.session
+        header = parent["header"]
+        if (
+            header["msg_type"] == "execute_request"
+            and isinstance(pub, OrderedIOPubThread)
+            and isinstance(session, KernelSession)
+        ):
+            with pub.send_lock:
+                count = session.take_published(header["msg_id"])
+                if pub.may_send_now():
+                    metadata[IOPUB_COUNT_KEY] = count
+                    self._counted = header["msg_id"]
+        return metadata
+
+    #: The request whose reply carried its IOPub count, until its ``idle`` is due.
+    _counted: str | None = None
+
     def _publish_status(self, status: str, channel: str, parent: Any = None) -> None:
-        """Every status but ``busy``, which always precedes a request's output anyway."""
-        if status != "busy":
-            super()._publish_status(status, channel, parent)  # type: ignore[no-untyped-call]
+        """Neither ``busy``, which always precedes a request's output anyway, nor ``idle`` after
+        a reply that carried its IOPub count."""
+        if status == "busy":
+            return
+        if status == "idle" and self._counted is not None:
+            counted, self._counted = self._counted, None
+            if extract_header(parent or self.get_parent(channel)).get("msg_id") == counted:  # type: ignore[no-untyped-call]
+                return
+        super()._publish_status(status, channel, parent)  # type: ignore[no-untyped-call]
 
 
 def forked_kernel_fits() -> bool:

@@ -112,10 +112,12 @@ class OrderedOutStream(OutStream):
     execution: about a third of what a ``print(1)`` cost inside the kernel here.  With
     ``OrderedIOPubThread`` the wait buys nothing: every IOPub message (output, results, the
     closing ``idle``) leaves in the order it was handed over, so output flushed before the
-    ``idle`` still leaves before it, and the agent counts a run finished only once both its
-    reply and that ``idle`` have arrived.  When nothing waits in the IOPub thread's queue, the
-    flushing thread sends the output itself, under that thread's lock; taking what is buffered
-    and sending it is one step under the lock, wherever a flush runs.
+    ``idle`` still leaves before it, and the agent counts a run finished only once its reply
+    and either that ``idle`` or the output the reply counts have arrived (a reply counts only
+    when nothing waits in this queue: what it counts has left).  When nothing waits in the
+    IOPub thread's queue, the flushing thread sends the output itself, under that thread's
+    lock; taking what is buffered and sending it is one step under the lock, wherever a flush
+    runs.
 
     Output written to the descriptors themselves (``os.system``, a C library, a child process)
     goes through a pipe, as upstream's, but the IOPub thread's event loop reads it, and each

@@ -2,7 +2,9 @@
 
 One connection per kernel; one dispatcher per channel routes each message to the run that
 caused it, by the message's parent id.  A run finishes when both its ``execute_reply`` and the
-kernel's return to ``idle`` have arrived, so no trailing output is lost.
+kernel's return to ``idle`` have arrived, so no trailing output is lost; or, from Portside's own
+kernels, once the reply and the IOPub messages it counts have arrived (they send no ``idle``
+then: a message fewer per run).
 
 Messages are built and signed by jupyter_client's ``Session``, over ZeroMQ sockets of our
 own.  jupyter_client's ``KernelClient`` around them would add a dozen traitlets objects per
@@ -35,6 +37,7 @@ from jupyter_client.session import Session
 
 from portside.agent.base import AgentError
 from portside.agent.execution import Run
+from portside.kernel import IOPUB_COUNT_KEY
 from portside.zmqio import readable, recv_multipart_nowait, send_multipart
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,9 @@ class _Pending:
     run: Run
     reply: dict[str, Any] | None = None
     idle: bool = False
+    #: The run's IOPub messages so far, and how many its reply says were sent before it.
+    published: int = 0
+    expected: int | None = None
 
 
 def _url(connection: dict[str, Any], channel: str) -> str:
@@ -255,12 +261,16 @@ class JupyterConnection:
         return {
             "header": unpack(raw[1]),
             "parent_header": unpack(raw[2]),
+            "metadata": raw[3],
             "content": unpack(raw[4]),
         }
 
     def _maybe_finish(self, msg_id: str) -> None:
         pending = self._pending.get(msg_id)
-        if pending is None or pending.reply is None or not pending.idle:
+        if pending is None or pending.reply is None:
+            return
+        counted = pending.expected is not None and pending.published >= pending.expected
+        if not (pending.idle or counted):
             return
         del self._pending[msg_id]
         pending.run.push_control("finished", exit_code_of(pending.reply))
@@ -279,6 +289,7 @@ class JupyterConnection:
             return
         kind, content = msg["header"]["msg_type"], msg["content"]
         run = pending.run
+        pending.published += 1
         if kind == "stream":
             run.push(content.get("name", "stdout"), content.get("text", ""))
         elif kind in ("display_data", "execute_result", "update_display_data"):
@@ -289,13 +300,17 @@ class JupyterConnection:
             run.push("stderr", "\n".join(content.get("traceback", [])) + "\n")
         elif kind == "status" and content.get("execution_state") == "idle":
             pending.idle = True
-            self._maybe_finish(parent)
+        self._maybe_finish(parent)
 
     def _on_shell(self, msg: dict[str, Any]) -> None:
         parent = msg.get("parent_header", {}).get("msg_id")
         kind = msg["header"]["msg_type"]
         if kind == "execute_reply" and parent in self._pending:
-            self._pending[parent].reply = msg["content"]
+            pending = self._pending[parent]
+            pending.reply = msg["content"]
+            expected = self.session.unpack(msg["metadata"]).get(IOPUB_COUNT_KEY)
+            if isinstance(expected, int):
+                pending.expected = expected
             self._maybe_finish(parent)
         elif parent in self._replies and not self._replies[parent].done():
             self._replies[parent].set_result(msg["content"])
