@@ -192,6 +192,14 @@ async def test_tracebacks_and_sources_name_the_cells_they_come_from(
     assert _stdout(source) == "def halve(x):\n    return x / (x - x)\n"
 
 
+async def test_the_cell_after_a_failed_one_runs(subject: Subject, kernel: str) -> None:
+    for attempt in range(20):
+        failed = await subject.run(kernel, "1 / 0")
+        assert failed.exit_code == 1
+        ran = await subject.run(kernel, f"attempt = {attempt}\nprint(attempt)")
+        assert _stdout(ran) == f"{attempt}\n"
+
+
 async def test_input_is_asked_for_and_answered(subject: Subject, kernel: str) -> None:
     asked = await subject.agent.execute(kernel, None, "query", 'print("hi", input("Who? "))', {}, 5)
     assert asked.status == "waiting-input"

@@ -214,7 +214,10 @@ class JupyterConnection:
             "store_history": True,
             "user_expressions": {},
             "allow_stdin": True,
-            "stop_on_error": True,
+            # The agent sends a kernel one run at a time, so there is never a queued request
+            # for an error to abort; and the next run, sent once this one's counted reply is
+            # in, could reach the kernel while it still aborts and be dropped unrun.
+            "stop_on_error": False,
         }
         self._pending[self._send(self._shell, "execute_request", content)] = _Pending(run)
 
