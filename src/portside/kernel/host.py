@@ -591,7 +591,7 @@ def kernel_config() -> Config:
     config.HistoryManager.enabled = False
     config.IPKernelApp.outstream_class = "portside.kernel.streams.OrderedOutStream"
     # ipykernel sleeps 0.5 ms after each execution in case output is still on its way; the
-    # agent waits for the kernel's "idle", which follows all of a run's output, instead.
+    # agent waits for all of a run's output instead: what the reply counts, or the "idle".
     config.IPythonKernel._execute_sleep = 0.0
     if forked_kernel_fits():
         config.IPKernelApp.kernel_class = ForkedKernel
