@@ -46,6 +46,7 @@ from ai.backend.client.func.session import ComputeSession
 from ai.backend.client.session import AsyncSession
 from portside.agent.local.kernel import Processes
 from portside.config import Config
+from portside.kernel import IOPUB_COUNT_KEY
 
 MiB = 1024 * 1024
 #: The image every benchmark session uses; an alias of ``python:latest`` in the default config.
@@ -662,7 +663,12 @@ async def direct_round_trips(
     data_dir: Path, session_id: uuid.UUID, count: int, code: str = "print(1)"
 ) -> list[float]:
     """``code`` sent straight to a session's kernel over its IPC sockets with jupyter_client,
-    bypassing the server: the floor under any REST round trip."""
+    bypassing the server: the floor under any REST round trip.
+
+    A round trip ends as the agent's run does: with the ``execute_reply`` and as many IOPub
+    messages as the reply counted (``IOPUB_COUNT_KEY``), or, from a reply without a count, with
+    the ``idle`` status.
+    """
     from jupyter_client.asynchronous import AsyncKernelClient
 
     state = session_kernel_state(data_dir, session_id)
@@ -689,19 +695,20 @@ async def direct_round_trips(
             start = time.perf_counter()
             msg_id = client.execute(code, store_history=False)
             while True:
+                reply = await asyncio.wait_for(client.get_shell_msg(), 10)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
+            expected = reply["metadata"].get(IOPUB_COUNT_KEY)
+            published = 0
+            while expected is None or published < expected:
                 msg = await asyncio.wait_for(client.get_iopub_msg(), 10)
-                if (
-                    msg["parent_header"].get("msg_id") == msg_id
-                    and msg["msg_type"] == "status"
-                    and msg["content"]["execution_state"] == "idle"
-                ):
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                published += 1
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                     break
             if i >= 5:
                 times.append(time.perf_counter() - start)
-            while (await asyncio.wait_for(client.get_shell_msg(), 10))["parent_header"].get(
-                "msg_id"
-            ) != msg_id:
-                pass
     finally:
         client.stop_channels()
     return times
